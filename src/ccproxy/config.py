@@ -1,0 +1,205 @@
+"""The one Settings object, read from the environment once at start-up.
+
+Nothing else in the package reads ``os.environ`` (the native selector in ``_native`` is the
+one exception, as it decides at import time). Every setting is declared once in ``SETTINGS``;
+that table drives parsing, validation and ``ccproxy --help``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message is one line meant for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    env: str
+    default: str | None
+    help: str
+
+
+# Order here is the order of `ccproxy --help`.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("OPENAI_API_KEY", None, "API key of the upstream (required unless OPENROUTER_API_KEY)"),
+    Setting(
+        "OPENROUTER_API_KEY",
+        None,
+        "used when OPENAI_API_KEY is unset; base URL defaults to OpenRouter",
+    ),
+    Setting("OPENAI_BASE_URL", DEFAULT_OPENAI_BASE_URL, "Chat Completions upstream base URL (…/v1)"),
+    Setting("BIG_MODEL_NAME", None, "upstream model for opus/sonnet and other claude-* ids (required)"),
+    Setting("SMALL_MODEL_NAME", None, "upstream model for haiku ids (required)"),
+    Setting("HOST", "127.0.0.1", "address to listen on"),
+    Setting("PORT", "11434", "port to listen on"),
+    Setting("WEB_CONCURRENCY", "1", "number of worker processes"),
+    Setting("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+    Setting("CCPROXY_DATA_DIR", "~/.local/share/ccproxy", "directory for every file ccproxy writes"),
+    Setting("LOG_FILE_PATH", "<CCPROXY_DATA_DIR>/log.jsonl", "request log, one JSON line per request"),
+    Setting("ERROR_LOG_FILE_PATH", "<CCPROXY_DATA_DIR>/error.jsonl", "error log, JSON lines"),
+    Setting("LOG_FILE_MAX_BYTES", "52428800", "size at which a log file is rotated (keeps 3 old files)"),
+    Setting(
+        "MAX_TOKENS_LIMIT",
+        None,
+        "clamp max_tokens sent upstream to this (default: known model limits)",
+    ),
+    Setting(
+        "REASONING_MODEL_PATTERN",
+        r"^(o\d|gpt-5)",
+        "regex of upstream models that take max_completion_tokens and no temperature",
+    ),
+    Setting("CCPROXY_CONNECT_TIMEOUT", "10", "seconds to connect to the upstream"),
+    Setting(
+        "CCPROXY_READ_TIMEOUT",
+        "600",
+        "seconds the upstream may stay silent (first byte and between chunks)",
+    ),
+    Setting("CCPROXY_PING_INTERVAL", "15", "seconds of stream silence after which a ping event is sent"),
+    Setting("CCPROXY_MAX_REQUEST_BYTES", "33554432", "largest accepted request body (413 above)"),
+    Setting("CCPROXY_ENABLE_CYTHON", "true", "use the compiled native modules when built"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    api_key: str
+    api_key_env: str  # which variable held the key, named in "upstream rejected …" errors
+    base_url: str
+    big_model: str
+    small_model: str
+    host: str = "127.0.0.1"
+    port: int = 11434
+    workers: int = 1
+    log_level: str = "INFO"
+    data_dir: Path = Path("~/.local/share/ccproxy")
+    log_file: Path | None = None
+    error_log_file: Path | None = None
+    log_file_max_bytes: int = 50 * 1024 * 1024
+    max_tokens_limit: int | None = None
+    reasoning_model_pattern: str = r"^(o\d|gpt-5)"
+    connect_timeout: float = 10.0
+    read_timeout: float = 600.0
+    ping_interval: float = 15.0
+    max_request_bytes: int = 32 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        api_key, api_key_env = get("OPENAI_API_KEY"), "OPENAI_API_KEY"
+        if api_key is None and get("OPENROUTER_API_KEY"):
+            api_key, api_key_env = get("OPENROUTER_API_KEY"), "OPENROUTER_API_KEY"
+        if api_key is None:
+            raise ConfigError("OPENAI_API_KEY (or OPENROUTER_API_KEY) is not set: the upstream API key")
+        default_base = DEFAULT_OPENROUTER_BASE_URL if api_key_env == "OPENROUTER_API_KEY" else DEFAULT_OPENAI_BASE_URL
+        base_url = (get("OPENAI_BASE_URL") or default_base).rstrip("/")
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"OPENAI_BASE_URL must start with http:// or https://, got {base_url!r}")
+        big, small = get("BIG_MODEL_NAME"), get("SMALL_MODEL_NAME")
+        for name, value in (("BIG_MODEL_NAME", big), ("SMALL_MODEL_NAME", small)):
+            if value is None:
+                raise ConfigError(f"{name} is not set: the upstream model for {_ROLE[name]}")
+        log_level = (get("LOG_LEVEL") or "INFO").upper()
+        if log_level not in LOG_LEVELS:
+            raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+        data_dir = Path(get("CCPROXY_DATA_DIR") or "~/.local/share/ccproxy").expanduser()
+        pattern = get("REASONING_MODEL_PATTERN") or r"^(o\d|gpt-5)"
+        try:
+            import re
+
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"REASONING_MODEL_PATTERN is not a valid regex: {exc}") from None
+        limit = _number(get, "MAX_TOKENS_LIMIT", None, int, 1)
+        return cls(
+            api_key=api_key,
+            api_key_env=api_key_env,
+            base_url=base_url,
+            big_model=big,  # type: ignore[arg-type]  # checked above
+            small_model=small,  # type: ignore[arg-type]
+            host=get("HOST") or "127.0.0.1",
+            port=_number(get, "PORT", "11434", int, 0, 65535),
+            workers=_number(get, "WEB_CONCURRENCY", "1", int, 1, 256),
+            log_level=log_level,
+            data_dir=data_dir,
+            log_file=_path(get("LOG_FILE_PATH"), data_dir / "log.jsonl"),
+            error_log_file=_path(get("ERROR_LOG_FILE_PATH"), data_dir / "error.jsonl"),
+            log_file_max_bytes=_number(get, "LOG_FILE_MAX_BYTES", "52428800", int, 1024),
+            max_tokens_limit=limit,
+            reasoning_model_pattern=pattern,
+            connect_timeout=_number(get, "CCPROXY_CONNECT_TIMEOUT", "10", float, 0.1),
+            read_timeout=_number(get, "CCPROXY_READ_TIMEOUT", "600", float, 0.1),
+            ping_interval=_number(get, "CCPROXY_PING_INTERVAL", "15", float, 0.05),
+            max_request_bytes=_number(get, "CCPROXY_MAX_REQUEST_BYTES", "33554432", int, 1024),
+        )
+
+    def describe(self) -> str:
+        """The start-up line: where requests go and which models serve them. Never the key."""
+        return (
+            f"OpenAI Chat Completions upstream {self.base_url} (key from {self.api_key_env}); "
+            f"opus/sonnet → {self.big_model}, haiku → {self.small_model}"
+        )
+
+
+_KIND_NAMES: dict[Any, str] = {int: "a whole number", float: "a number"}
+_ROLE = {"BIG_MODEL_NAME": "opus/sonnet requests", "SMALL_MODEL_NAME": "haiku requests"}
+
+
+def _number(
+    get: Callable[[str], str | None],
+    name: str,
+    default: str | None,
+    kind: Callable[[str], Any],
+    low: float,
+    high: float | None = None,
+) -> Any:
+    raw = get(name) or default
+    if raw is None:
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be {_KIND_NAMES[kind]}, got {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{name} must be {bound}, got {raw!r}")
+    return value
+
+
+def _path(value: str | None, default: Path) -> Path:
+    return Path(value).expanduser() if value else default
+
+
+def help_text() -> str:
+    width = max(len(s.env) for s in SETTINGS)
+    lines = [
+        "usage: ccproxy [--help] [--version] [--check]",
+        "",
+        "Serves the Anthropic Messages API (for Claude Code and the anthropic SDKs) and",
+        "translates it to an OpenAI Chat Completions upstream.",
+        "",
+        "options:",
+        "  --help      show this help and exit",
+        "  --version   print the version and the active native implementation",
+        "  --check     validate the settings, print what would be served, and exit",
+        "",
+        "settings (environment variables):",
+    ]
+    for s in SETTINGS:
+        default = f" [default: {s.default}]" if s.default is not None else ""
+        lines.append(f"  {s.env.ljust(width)}  {s.help}{default}")
+    return "\n".join(lines)

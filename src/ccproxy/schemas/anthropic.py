@@ -1,0 +1,65 @@
+"""Anthropic Messages API requests, as decoded from the client.
+
+Only the envelope is typed: content blocks stay plain dicts so that block types this proxy
+does not know yet are dropped by the translator instead of failing the decode. Tool input
+schemas are kept as ``msgspec.Raw`` so they pass through to the upstream without being
+decoded and re-encoded (they are most of a Claude Code request's bytes).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+Block = dict[str, Any]
+
+
+class Message(msgspec.Struct, kw_only=True):
+    role: Literal["user", "assistant", "system"]
+    content: str | list[Block]
+
+
+class Tool(msgspec.Struct, kw_only=True):
+    name: str
+    description: str | None = None
+    input_schema: msgspec.Raw = msgspec.Raw(b"")  # empty = absent (Raw cannot be in a union)
+    type: str | None = None  # set on Anthropic server/client tools (web_search_…, bash_…)
+
+
+class MessagesRequest(msgspec.Struct, kw_only=True):
+    model: str
+    messages: list[Message]
+    max_tokens: int
+    system: str | list[Block] | None = None
+    stream: bool = False
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop_sequences: list[str] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
+    output_config: dict[str, Any] | None = None
+
+
+class CountTokensRequest(msgspec.Struct, kw_only=True):
+    model: str
+    messages: list[Message]
+    system: str | list[Block] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
+
+
+_messages_decoder = msgspec.json.Decoder(MessagesRequest)
+_count_decoder = msgspec.json.Decoder(CountTokensRequest)
+
+
+def decode_messages_request(body: bytes) -> MessagesRequest:
+    return _messages_decoder.decode(body)
+
+
+def decode_count_tokens_request(body: bytes) -> CountTokensRequest:
+    return _count_decoder.decode(body)

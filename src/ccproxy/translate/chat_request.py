@@ -1,0 +1,328 @@
+"""Anthropic Messages request → OpenAI Chat Completions request (PROTOCOL.md §2).
+
+Pure: takes the decoded request and its route, returns the upstream body as a dict ready for
+orjson. Tool input schemas travel as ``orjson.Fragment`` (the client's bytes, never decoded).
+Shapes that cannot be translated raise ``invalid_request`` (400) naming the JSON path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import orjson
+
+from ..errors import invalid_request
+from ..routing import Route
+from ..schemas.anthropic import Block, MessagesRequest, Tool
+
+log = logging.getLogger("ccproxy.translate")
+
+MAX_STOP_SEQUENCES = 4  # OpenAI rejects more
+ORPHAN_RESULT_TEXT = "[no result: the tool call was interrupted before it returned]"
+_EMPTY_SCHEMA = orjson.Fragment(b'{"type":"object","properties":{}}')
+
+ChatMessage = dict[str, Any]
+
+
+def build_chat_request(req: MessagesRequest, route: Route) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": route.upstream_model,
+        "messages": convert_messages(req),
+    }
+    max_tokens = req.max_tokens
+    if route.max_output_tokens is not None and max_tokens > route.max_output_tokens:
+        max_tokens = route.max_output_tokens
+    body["max_completion_tokens" if route.reasoning else "max_tokens"] = max_tokens
+    if not route.reasoning:
+        if req.temperature is not None:
+            body["temperature"] = req.temperature
+        if req.top_p is not None:
+            body["top_p"] = req.top_p
+    if req.stop_sequences:
+        if len(req.stop_sequences) > MAX_STOP_SEQUENCES:
+            log.debug("stop_sequences truncated to %d", MAX_STOP_SEQUENCES)
+        body["stop"] = req.stop_sequences[:MAX_STOP_SEQUENCES]
+    tools = convert_tools(req.tools) if req.tools else []
+    if tools:
+        body["tools"] = tools
+        choice = req.tool_choice
+        if choice:
+            mapped = convert_tool_choice(choice)
+            if mapped is not None:
+                body["tool_choice"] = mapped
+            if choice.get("disable_parallel_tool_use") is True:
+                body["parallel_tool_calls"] = False
+    user = (req.metadata or {}).get("user_id")
+    if isinstance(user, str) and user:
+        # Never the raw id (it embeds device and account ids): a stable hash for abuse tracking.
+        body["user"] = hashlib.sha256(user.encode()).hexdigest()[:32]
+    if req.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+# --- messages ------------------------------------------------------------------------------
+
+
+def system_text(system: str | list[Block] | None, path: str = "system") -> str:
+    if system is None:
+        return ""
+    if isinstance(system, str):
+        return system
+    parts = []
+    for i, block in enumerate(system):
+        if block.get("type") == "text":
+            parts.append(_str_field(block, "text", f"{path}.{i}"))
+    return "\n\n".join(parts)
+
+
+def convert_messages(req: MessagesRequest) -> list[ChatMessage]:
+    out: list[ChatMessage] = []
+    system = system_text(req.system)
+    if system:
+        out.append({"role": "system", "content": system})
+    pending: list[str] = []  # tool_call ids of the last assistant turn still awaiting results
+    for i, msg in enumerate(req.messages):
+        path = f"messages.{i}"
+        content = msg.content
+        if msg.role == "assistant":
+            _close_pending(out, pending)
+            message, pending = _assistant_message(content, path)
+            out.append(message)
+        elif msg.role == "user":
+            _user_messages(out, content, pending, path)
+            pending = []
+        else:  # "system" inside messages (Claude Code sends these): keep it in place
+            _close_pending(out, pending)
+            pending = []
+            text = content if isinstance(content, str) else system_text(content, f"{path}.content")
+            out.append({"role": "system", "content": text})
+    _close_pending(out, pending)
+    return out
+
+
+def _close_pending(out: list[ChatMessage], pending: list[str]) -> None:
+    """A tool call with no result would make the upstream reject the whole conversation."""
+    for call_id in pending:
+        out.append({"role": "tool", "tool_call_id": call_id, "content": ORPHAN_RESULT_TEXT})
+    pending.clear()
+
+
+def _assistant_message(content: str | list[Block], path: str) -> tuple[ChatMessage, list[str]]:
+    if isinstance(content, str):
+        return {"role": "assistant", "content": content}, []
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for j, block in enumerate(content):
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(_str_field(block, "text", f"{path}.content.{j}"))
+        elif kind == "tool_use":
+            bpath = f"{path}.content.{j}"
+            call_id = _str_field(block, "id", bpath)
+            name = _str_field(block, "name", bpath)
+            calls.append(
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": _arguments(block.get("input"))},
+                }
+            )
+        # thinking / redacted_thinking: the upstream cannot verify Anthropic signatures, and the
+        # text must never be replayed as something the assistant said. Others: not translatable.
+        elif kind not in ("thinking", "redacted_thinking"):
+            log.debug("dropped assistant block of type %r at %s", kind, path)
+    message: ChatMessage = {
+        "role": "assistant",
+        "content": "".join(texts) if texts or not calls else None,
+    }
+    if calls:
+        message["tool_calls"] = calls
+    return message, [c["id"] for c in calls]
+
+
+def _arguments(value: Any) -> str:
+    if value is None:
+        return "{}"
+    if isinstance(value, str):  # already serialized by a sloppy client; keep as given
+        return value
+    return orjson.dumps(value).decode()
+
+
+def _user_messages(out: list[ChatMessage], content: str | list[Block], pending: list[str], path: str) -> None:
+    if isinstance(content, str):
+        _close_pending(out, pending)
+        out.append({"role": "user", "content": content})
+        return
+    parts: list[dict[str, Any]] = []
+    answered: set[str] = set()
+    for j, block in enumerate(content):
+        bpath = f"{path}.content.{j}"
+        kind = block.get("type")
+        if kind == "tool_result":
+            call_id = _str_field(block, "tool_use_id", bpath)
+            text, images = _tool_result_content(block, bpath)
+            if call_id in pending and call_id not in answered:
+                answered.add(call_id)
+                out.append({"role": "tool", "tool_call_id": call_id, "content": text})
+            else:
+                # A result whose call is not in the previous assistant turn (history was cut):
+                # a "tool" message would be rejected, so keep it as user-visible text.
+                parts.append({"type": "text", "text": f"[tool result for {call_id}]\n{text}"})
+            if images:
+                parts.append({"type": "text", "text": f"[images returned by tool call {call_id}]"})
+                parts.extend(images)
+        else:
+            part = _user_part(block, bpath)
+            if part is not None:
+                parts.append(part)
+    _close_pending(out, [c for c in pending if c not in answered])
+    if parts:
+        if all(p["type"] == "text" for p in parts) and len(parts) == 1:
+            out.append({"role": "user", "content": parts[0]["text"]})
+        else:
+            out.append({"role": "user", "content": parts})
+
+
+def _tool_result_content(block: Block, path: str) -> tuple[str, list[dict[str, Any]]]:
+    content = block.get("content")
+    images: list[dict[str, Any]] = []
+    if content is None:
+        text = ""
+    elif isinstance(content, str):
+        text = content
+    elif isinstance(content, list):
+        texts = []
+        for k, item in enumerate(content):
+            if not isinstance(item, dict):
+                raise invalid_request(f"{path}.content.{k}: expected an object")
+            kind = item.get("type")
+            if kind == "text":
+                texts.append(_str_field(item, "text", f"{path}.content.{k}"))
+            elif kind == "image":
+                image = _image_part(item, f"{path}.content.{k}")
+                if image is not None:
+                    images.append(image)
+                    texts.append("[image]")
+            else:
+                part = _user_part(item, f"{path}.content.{k}")
+                if part is not None and part["type"] == "text":
+                    texts.append(part["text"])
+        text = "\n".join(texts)
+    else:
+        raise invalid_request(f"{path}.content: expected a string or a list of blocks")
+    if block.get("is_error") is True:
+        text = f"Error: {text}" if text else "Error"
+    return text, images
+
+
+def _user_part(block: Block, path: str) -> dict[str, Any] | None:
+    kind = block.get("type")
+    if kind == "text":
+        return {"type": "text", "text": _str_field(block, "text", path)}
+    if kind == "image":
+        return _image_part(block, path)
+    if kind == "document":
+        return _document_part(block, path)
+    log.debug("dropped user block of type %r at %s", kind, path)
+    return None
+
+
+def _source(block: Block, path: str) -> dict[str, Any]:
+    source = block.get("source")
+    if not isinstance(source, dict):
+        raise invalid_request(f"{path}.source: Field required")
+    return source
+
+
+def _image_part(block: Block, path: str) -> dict[str, Any] | None:
+    source = _source(block, path)
+    kind = source.get("type")
+    if kind == "base64":
+        media = _str_field(source, "media_type", f"{path}.source")
+        data = _str_field(source, "data", f"{path}.source")
+        return {"type": "image_url", "image_url": {"url": f"data:{media};base64,{data}"}}
+    if kind == "url":
+        return {
+            "type": "image_url",
+            "image_url": {"url": _str_field(source, "url", f"{path}.source")},
+        }
+    log.debug("dropped image with source type %r at %s", kind, path)
+    return None
+
+
+def _document_part(block: Block, path: str) -> dict[str, Any] | None:
+    source = _source(block, path)
+    kind = source.get("type")
+    title = block.get("title") if isinstance(block.get("title"), str) else None
+    if kind == "base64":
+        media = _str_field(source, "media_type", f"{path}.source")
+        data = _str_field(source, "data", f"{path}.source")
+        return {
+            "type": "file",
+            "file": {
+                "filename": title or "document.pdf",
+                "file_data": f"data:{media};base64,{data}",
+            },
+        }
+    if kind == "text":
+        text = _str_field(source, "data", f"{path}.source")
+        return {"type": "text", "text": f"{title}\n\n{text}" if title else text}
+    if kind == "content":
+        texts = [
+            b.get("text", "") for b in source.get("content") or [] if isinstance(b, dict) and b.get("type") == "text"
+        ]
+        return {"type": "text", "text": "\n".join(t for t in texts if isinstance(t, str))}
+    if kind == "url":
+        url = _str_field(source, "url", f"{path}.source")
+        return {"type": "text", "text": f"[document: {title + ' — ' if title else ''}{url}]"}
+    log.debug("dropped document with source type %r at %s", kind, path)
+    return None
+
+
+def _str_field(block: dict[str, Any], field: str, path: str) -> str:
+    value = block.get(field)
+    if isinstance(value, str):
+        return value
+    if value is None:
+        raise invalid_request(f"{path}.{field}: Field required")
+    raise invalid_request(f"{path}.{field}: Input should be a valid string")
+
+
+# --- tools ---------------------------------------------------------------------------------
+
+
+def convert_tools(tools: list[Tool]) -> list[dict[str, Any]]:
+    out = []
+    for tool in tools:
+        if not tool.input_schema:
+            # Anthropic-defined tools (web_search_…, bash_…, text_editor_…) have no schema and
+            # cannot be offered as functions.
+            log.debug("dropped tool %r of type %r (no input_schema)", tool.name, tool.type)
+            continue
+        function: dict[str, Any] = {"name": tool.name}
+        if tool.description:
+            function["description"] = tool.description
+        schema = bytes(tool.input_schema)
+        function["parameters"] = orjson.Fragment(schema) if schema != b"null" else _EMPTY_SCHEMA
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def convert_tool_choice(choice: dict[str, Any]) -> str | dict[str, Any] | None:
+    kind = choice.get("type")
+    if kind == "auto":
+        return "auto"
+    if kind == "any":
+        return "required"
+    if kind == "none":
+        return "none"
+    if kind == "tool":
+        name = choice.get("name")
+        if not isinstance(name, str) or not name:
+            raise invalid_request("tool_choice.name: Field required")
+        return {"type": "function", "function": {"name": name}}
+    raise invalid_request(f"tool_choice.type: unknown value {kind!r}")

@@ -1,0 +1,451 @@
+"""OpenAI Chat Completions response / chunk stream → Anthropic message / events (PROTOCOL.md §1, §3).
+
+``ChatStreamTranslator`` is the explicit state machine: feed it one upstream SSE data payload
+at a time, get back the Anthropic event bytes to send. Its rules:
+
+* Blocks are sequential; the open block is closed before the next starts.
+* Text and thinking stream live. Tool calls are keyed by the upstream ``index``; the first
+  tool streams live, and a second one starts only once the first one's arguments form a
+  complete JSON object (fragments of several tool calls may interleave). Fragments for tools
+  that cannot stream yet are buffered and flushed in first-seen order at the end.
+* Arguments pass through ``JsonObjectPrefix``, so the ``partial_json`` of every tool block
+  concatenates to a valid object even when the upstream's is malformed or truncated.
+* The closing events go out only when the upstream finished properly (a finish reason was
+  seen); otherwise ``finish()`` raises ``StreamFailure`` and the caller sends an SSE error
+  event: never a fake ``message_stop``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+import msgspec
+import orjson
+
+from .._native import frame_event
+from ..schemas.openai_chat import (
+    ChatChunk,
+    ChatCompletion,
+    ToolCall,
+    Usage,
+    decode_chunk,
+)
+from .json_prefix import JsonObjectPrefix, repair_object
+
+log = logging.getLogger("ccproxy.translate")
+
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+    "end_turn": "end_turn",
+}
+
+
+class StreamFailure(Exception):
+    """The upstream stream cannot be completed; becomes an SSE ``error`` event."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+def new_message_id() -> str:
+    return "msg_" + secrets.token_hex(12)
+
+
+def new_tool_id() -> str:
+    return "toolu_" + secrets.token_hex(12)
+
+
+def map_usage(usage: Usage | None, input_estimate: int, output_estimate: int) -> dict[str, int]:
+    """Chat usage → Anthropic usage; cached prompt tokens are reported apart from input."""
+    if usage is None:
+        return {
+            "input_tokens": input_estimate,
+            "output_tokens": output_estimate,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        }
+    prompt = usage.prompt_tokens or 0
+    details = usage.prompt_tokens_details
+    cached = (details.cached_tokens if details else None) or usage.prompt_cache_hit_tokens or 0
+    cached = min(cached, prompt)
+    return {
+        "input_tokens": prompt - cached,
+        "output_tokens": usage.completion_tokens if usage.completion_tokens is not None else output_estimate,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+    }
+
+
+def stop_reason_for(finish_reason: str | None, has_tool_use: bool) -> str:
+    reason = STOP_REASONS.get(finish_reason or "stop", "end_turn")
+    # Some servers (Ollama, older vLLM) say "stop" after tool calls.
+    if has_tool_use and reason == "end_turn":
+        return "tool_use"
+    return reason
+
+
+def parse_arguments(arguments: str | None) -> dict[str, Any]:
+    if not arguments or not arguments.strip():
+        return {}
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        log.warning("upstream sent malformed tool arguments (%d chars); repaired", len(arguments))
+        value = orjson.loads(repair_object(arguments))
+    return value if isinstance(value, dict) else {}
+
+
+# --- non-streaming -------------------------------------------------------------------------
+
+
+def completion_to_message(resp: ChatCompletion, requested_model: str, input_estimate: int) -> dict[str, Any]:
+    if resp.error is not None and not resp.choices:
+        raise StreamFailure("api_error", f"upstream error: {_error_text(resp.error)}")
+    if not resp.choices:
+        raise StreamFailure("api_error", "upstream response has no choices")
+    choice = resp.choices[0]
+    msg = choice.message
+    content: list[dict[str, Any]] = []
+    chars = 0
+    if msg is not None:
+        reasoning = msg.reasoning_content or msg.reasoning
+        if reasoning:
+            content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
+            chars += len(reasoning)
+        text = msg.content or msg.refusal
+        if text:
+            content.append({"type": "text", "text": text})
+            chars += len(text)
+        for call in msg.tool_calls or []:
+            fn = call.function
+            args = fn.arguments if fn else None
+            chars += len(args or "")
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": call.id or new_tool_id(),
+                    "name": (fn.name if fn else None) or "",
+                    "input": parse_arguments(args),
+                }
+            )
+    has_tools = any(block["type"] == "tool_use" for block in content)
+    if not content:
+        content.append({"type": "text", "text": ""})
+    return {
+        "id": new_message_id(),
+        "type": "message",
+        "role": "assistant",
+        "model": requested_model,
+        "content": content,
+        "stop_reason": stop_reason_for(choice.finish_reason, has_tools),
+        "stop_sequence": None,
+        "usage": map_usage(resp.usage, input_estimate, max(1, chars // 4)),
+    }
+
+
+def _error_text(error: Any) -> str:
+    if isinstance(error, dict):
+        return str(error.get("message") or orjson.dumps(error).decode())
+    return str(error)
+
+
+# --- streaming -----------------------------------------------------------------------------
+
+
+def error_event(error_type: str, message: str) -> bytes:
+    return frame_event("error", orjson.dumps({"type": "error", "error": {"type": error_type, "message": message}}))
+
+
+PING_EVENT = frame_event("ping", b'{"type":"ping"}')
+
+_TEXT, _THINKING, _TOOL = 1, 2, 3
+_DELTA_TYPES = {_TEXT: (b"text_delta", b"text"), _THINKING: (b"thinking_delta", b"thinking")}
+
+
+class _ToolState:
+    __slots__ = ("checker", "id", "index", "name", "pending")
+
+    def __init__(self, call_id: str, name: str) -> None:
+        self.id = call_id
+        self.name = name
+        self.pending: list[str] = []
+        self.checker = JsonObjectPrefix()
+        self.index: int | None = None  # content block index once started
+
+
+class ChatStreamTranslator:
+    """One per streamed request: Chat chunks in, Anthropic SSE event bytes out."""
+
+    def __init__(self, requested_model: str, input_estimate: int, message_id: str | None = None) -> None:
+        self.model = requested_model
+        self.message_id = message_id or new_message_id()
+        self.input_estimate = input_estimate
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.upstream_done = False  # "[DONE]" seen
+        self.closed = False  # message_stop or error sent
+        self._next_index = 0
+        self._open: int = 0  # kind of the open block (0: none)
+        self._open_tool: _ToolState | None = None
+        self._tools: dict[int | str, _ToolState] = {}
+        self._tool_order: list[_ToolState] = []
+        self._live: _ToolState | None = None
+        self._last_key: int | str | None = None
+        self._trailing: list[tuple[int, str]] = []  # text/thinking held back behind tools
+        self._chars = 0
+        self._out: list[bytes] = []
+
+    # -- public API --
+
+    def start(self) -> bytes:
+        message = {
+            "id": self.message_id,
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": self.model,
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": self.input_estimate,
+                "output_tokens": 0,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+            },
+        }
+        return frame_event("message_start", orjson.dumps({"type": "message_start", "message": message}))
+
+    def feed(self, data: bytes) -> bytes:
+        """One upstream SSE ``data:`` payload → the event bytes to send (maybe empty)."""
+        if data == b"[DONE]":
+            self.upstream_done = True
+            return b""
+        try:
+            chunk = decode_chunk(data)
+        except msgspec.DecodeError:
+            raise StreamFailure("api_error", "upstream sent an invalid stream chunk") from None
+        except msgspec.ValidationError as exc:
+            raise StreamFailure("api_error", f"upstream sent an unexpected stream chunk: {exc}") from None
+        self._apply(chunk)
+        if not self._out:
+            return b""
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def finish(self) -> bytes:
+        """Closing events once the upstream ended; raises StreamFailure if it never finished."""
+        if self.finish_reason is None:
+            raise StreamFailure(
+                "api_error",
+                "upstream stream ended before the response was complete (no finish_reason)",
+            )
+        out = self._out
+        if self._live is not None:
+            self._flush_tool(self._live)
+            self._close_block()
+            self._live = None
+        for tool in self._tool_order:
+            if tool.index is None:
+                self._start_tool(tool)
+                self._flush_tool(tool)
+                self._close_block()
+        for kind, text in self._trailing:
+            self._emit_text(kind, text)
+        if self._next_index == 0:
+            self._emit_text(_TEXT, "")
+        self._close_block()
+        usage = map_usage(self.usage, self.input_estimate, max(1, self._chars // 4))
+        delta = {
+            "type": "message_delta",
+            "delta": {
+                "stop_reason": stop_reason_for(self.finish_reason, bool(self._tool_order)),
+                "stop_sequence": None,
+            },
+            "usage": usage,
+        }
+        out.append(frame_event("message_delta", orjson.dumps(delta)))
+        out.append(frame_event("message_stop", b'{"type":"message_stop"}'))
+        self.closed = True
+        result = b"".join(out)
+        out.clear()
+        return result
+
+    def fail(self, error_type: str, message: str) -> bytes:
+        self.closed = True
+        self._out.clear()
+        return error_event(error_type, message)
+
+    # -- chunk handling --
+
+    def _apply(self, chunk: ChatChunk) -> None:
+        if chunk.error is not None:
+            raise StreamFailure("api_error", f"upstream error: {_error_text(chunk.error)}")
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.index != 0:
+                continue
+            delta = choice.delta
+            if delta is not None:
+                reasoning = delta.reasoning_content or delta.reasoning
+                if reasoning:
+                    self._content(_THINKING, reasoning)
+                if delta.content:
+                    self._content(_TEXT, delta.content)
+                if delta.refusal:
+                    self._content(_TEXT, delta.refusal)
+                if delta.tool_calls:
+                    for call in delta.tool_calls:
+                        self._tool_fragment(call)
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+
+    def _content(self, kind: int, text: str) -> None:
+        self._chars += len(text)
+        if self._tool_order:
+            if not self._tools_settled():
+                if self._trailing and self._trailing[-1][0] == kind:
+                    self._trailing[-1] = (kind, self._trailing[-1][1] + text)
+                else:
+                    self._trailing.append((kind, text))
+                return
+            if self._live is not None:
+                self._close_block()
+                self._live = None
+        self._emit_text(kind, text)
+
+    def _tools_settled(self) -> bool:
+        """Every tool seen so far is streamed and complete, so a new block may open."""
+        live = self._live
+        if live is not None and not live.checker.done:
+            return False
+        return all(tool.index is not None for tool in self._tool_order) and not self._trailing
+
+    def _emit_text(self, kind: int, text: str) -> None:
+        if self._open != kind:
+            self._close_block()
+            index = self._next_index
+            self._next_index += 1
+            self._open = kind
+            block: dict[str, Any] = (
+                {"type": "text", "text": ""} if kind == _TEXT else {"type": "thinking", "thinking": "", "signature": ""}
+            )
+            self._out.append(
+                frame_event(
+                    "content_block_start",
+                    orjson.dumps({"type": "content_block_start", "index": index, "content_block": block}),
+                )
+            )
+        if text:
+            delta_type, field = _DELTA_TYPES[kind]
+            self._out.append(
+                b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+                + str(self._next_index - 1).encode()
+                + b',"delta":{"type":"'
+                + delta_type
+                + b'","'
+                + field
+                + b'":'
+                + orjson.dumps(text)
+                + b"}}\n\n"
+            )
+
+    def _close_block(self) -> None:
+        if self._open == _TOOL and self._open_tool is not None:
+            # Close whatever the arguments left open (or send "{}" for no arguments).
+            suffix = self._open_tool.checker.complete()
+            if suffix:
+                self._json_delta(self._open_tool, suffix)
+            self._open_tool = None
+        if self._open:
+            self._out.append(
+                b'event: content_block_stop\ndata: {"type":"content_block_stop","index":'
+                + str(self._next_index - 1).encode()
+                + b"}\n\n"
+            )
+            self._open = 0
+
+    def _tool_fragment(self, call: ToolCall) -> None:
+        fn = call.function
+        key: int | str | None = call.index
+        if key is None:  # servers that omit index: match by id, else continue the last call
+            if call.id is not None:
+                key = call.id
+            elif self._last_key is not None:
+                key = self._last_key
+            else:
+                key = 0
+        tool = self._tools.get(key)
+        if tool is None:
+            tool = _ToolState(call.id or new_tool_id(), (fn.name if fn else None) or "")
+            self._tools[key] = tool
+            self._tool_order.append(tool)
+        elif fn is not None and fn.name and not tool.name:
+            tool.name = fn.name
+        self._last_key = key
+        if fn is not None and fn.arguments:
+            self._chars += len(fn.arguments)
+            if tool.index is not None and tool is not self._live:
+                log.warning("dropped arguments for tool call %s after its block closed", tool.id)
+            else:
+                tool.pending.append(fn.arguments)
+        self._advance_tools()
+
+    def _advance_tools(self) -> None:
+        while True:
+            live = self._live
+            if live is not None:
+                self._flush_tool(live)
+                if not live.checker.done:
+                    return
+                waiting = next((t for t in self._tool_order if t.index is None), None)
+                if waiting is None:
+                    return
+                self._close_block()
+                self._live = None
+            waiting = next((t for t in self._tool_order if t.index is None), None)
+            if waiting is None or not waiting.name:
+                return
+            self._start_tool(waiting)
+            self._live = waiting
+
+    def _start_tool(self, tool: _ToolState) -> None:
+        self._close_block()
+        tool.index = self._next_index
+        self._next_index += 1
+        self._open = _TOOL
+        self._open_tool = tool
+        block = {"type": "tool_use", "id": tool.id, "name": tool.name, "input": {}}
+        self._out.append(
+            frame_event(
+                "content_block_start",
+                orjson.dumps({"type": "content_block_start", "index": tool.index, "content_block": block}),
+            )
+        )
+
+    def _flush_tool(self, tool: _ToolState) -> None:
+        if tool.pending:
+            text = tool.checker.feed("".join(tool.pending))
+            tool.pending.clear()
+            if tool.checker.broken:
+                log.warning("upstream sent malformed arguments for tool call %s; repaired", tool.id)
+            if text:
+                self._json_delta(tool, text)
+
+    def _json_delta(self, tool: _ToolState, text: str) -> None:
+        self._out.append(
+            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+            + str(tool.index).encode()
+            + b',"delta":{"type":"input_json_delta","partial_json":'
+            + orjson.dumps(text)
+            + b"}}\n\n"
+        )

@@ -1,0 +1,42 @@
+"""The interface every upstream adapter implements, and the per-request record it fills."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..routing import Route
+from ..schemas.anthropic import MessagesRequest
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What one request did, filled in as it goes; read by the request log and metrics."""
+
+    request_id: str
+    route: Route
+    body_size: int
+    stream: bool
+    status: int = 200
+    usage: dict[str, int] = field(default_factory=dict)
+    stop_reason: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    upstream_status: int | None = None
+
+
+class Upstream(Protocol):
+    kind: str
+    url: str
+
+    async def create(self, req: MessagesRequest, exchange: Exchange) -> dict[str, Any]:
+        """Non-streaming: the Anthropic message, or raise ProxyError."""
+        ...
+
+    async def open_stream(self, req: MessagesRequest, exchange: Exchange) -> AsyncIterator[bytes]:
+        """Streaming: returns once the upstream accepted the request (or raises ProxyError);
+        the iterator yields Anthropic SSE bytes and ends with message_stop or an error event."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,122 @@
+"""Adapter for OpenAI Chat Completions upstreams (OpenAI, OpenRouter, vLLM, llama.cpp, Ollama …)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import orjson
+
+from .._native import SSEDecoder
+from ..errors import ProxyError, Redactor, from_upstream
+from ..schemas.anthropic import MessagesRequest
+from ..schemas.openai_chat import decode_completion
+from ..tokens import estimate_tokens
+from ..translate.chat_request import build_chat_request
+from ..translate.chat_response import (
+    ChatStreamTranslator,
+    StreamFailure,
+    completion_to_message,
+    map_usage,
+)
+from .base import Exchange
+from .client import HttpClient, UpstreamReadError, UpstreamResponse
+
+
+class ChatUpstream:
+    kind = "chat"
+
+    def __init__(self, client: HttpClient, base_url: str, api_key: str, api_key_env: str, redactor: Redactor) -> None:
+        self.client = client
+        self.url = f"{base_url}/chat/completions"
+        self.api_key_env = api_key_env
+        self.redact = redactor
+        # Only these go upstream: never the client's x-api-key / Authorization / anthropic-*.
+        self.headers = {
+            "authorization": f"Bearer {api_key}",
+            "content-type": "application/json",
+            "accept": "application/json, text/event-stream",
+        }
+
+    async def create(self, req: MessagesRequest, exchange: Exchange) -> dict[str, Any]:
+        resp = await self._send(req, exchange)
+        try:
+            data = await resp.read()
+        except UpstreamReadError as exc:
+            raise ProxyError(504 if exc.error_type == "timeout_error" else 502, exc.message) from None
+        if resp.status >= 400:
+            raise self._error(resp, data)
+        try:
+            completion = decode_completion(data)
+            message = completion_to_message(
+                completion, exchange.route.requested_model, estimate_tokens(exchange.body_size)
+            )
+        except msgspec.MsgspecError as exc:
+            raise ProxyError(502, f"upstream returned an invalid response: {exc}", "api_error") from None
+        except StreamFailure as exc:
+            raise ProxyError(502, self.redact(exc.message), exc.error_type) from None
+        exchange.usage = message["usage"]
+        exchange.stop_reason = message["stop_reason"]
+        return message
+
+    async def open_stream(self, req: MessagesRequest, exchange: Exchange) -> AsyncIterator[bytes]:
+        resp = await self._send(req, exchange)
+        if resp.status >= 400:
+            try:
+                data = await resp.read()
+            except UpstreamReadError:
+                data = b""
+            raise self._error(resp, data)
+        translator = ChatStreamTranslator(exchange.route.requested_model, estimate_tokens(exchange.body_size))
+        return self._events(resp, translator, exchange)
+
+    async def _events(
+        self, resp: UpstreamResponse, translator: ChatStreamTranslator, exchange: Exchange
+    ) -> AsyncIterator[bytes]:
+        decoder = SSEDecoder()
+        out: list[bytes] = []  # events of the current read, sent even if a later chunk fails
+        try:
+            yield translator.start()
+            try:
+                async for raw in resp.iter_bytes():
+                    for _, data in decoder.feed(raw):
+                        out.append(translator.feed(data))
+                    if out:
+                        yield b"".join(out)
+                        out.clear()
+                    if translator.upstream_done:
+                        break
+                for _, data in decoder.flush():
+                    out.append(translator.feed(data))
+                out.append(translator.finish())
+                exchange.usage = map_usage(translator.usage, translator.input_estimate, 0)
+                exchange.stop_reason = translator.finish_reason
+                yield b"".join(out)
+            except (StreamFailure, UpstreamReadError) as exc:
+                exchange.error_type, exchange.error_message = (
+                    exc.error_type,
+                    self.redact(exc.message),
+                )
+                yield b"".join(out) + translator.fail(exc.error_type, exchange.error_message)
+        finally:
+            await resp.close()
+
+    async def _send(self, req: MessagesRequest, exchange: Exchange) -> UpstreamResponse:
+        body = orjson.dumps(build_chat_request(req, exchange.route))
+        resp = await self.client.send(self.url, self.headers, body)
+        exchange.upstream_status = resp.status
+        return resp
+
+    def _error(self, resp: UpstreamResponse, data: bytes) -> ProxyError:
+        err = from_upstream(
+            resp.status,
+            data,
+            key_setting=self.api_key_env,
+            retry_after=resp.headers.get("retry-after"),
+        )
+        err.message = self.redact(err.message)
+        return err
+
+    async def close(self) -> None:
+        await self.client.close()

@@ -1,0 +1,136 @@
+"""Real processes on loopback: the scripted mock upstream and ccproxy served by Granian."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import anthropic
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MOCK = ROOT / "tests" / "support" / "mock_upstream.py"
+UPSTREAM_KEY = "sk-upstream-secret-0123456789abcdef"
+CLIENT_KEY = "sk-ant-client-secret-abcdef0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise RuntimeError(f"process exited with {proc.returncode}: {out}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} not ready after {timeout}s")
+
+
+class MockUpstream:
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+
+    def script(self, *responses: dict) -> str:
+        """Register responses under a fresh key; put the key in the request to select them."""
+        key = f"script-{uuid.uuid4().hex[:12]}"
+        httpx.post(f"{self.base}/_scripts", json={"key": key, "responses": list(responses)}).raise_for_status()
+        return key
+
+    def requests(self, key: str) -> list[dict]:
+        return httpx.get(f"{self.base}/_requests", params={"key": key}).json()
+
+
+@pytest.fixture(scope="session")
+def mock_upstream() -> Iterator[MockUpstream]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(MOCK), str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_requests", proc)
+        yield MockUpstream(port)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class Proxy:
+    def __init__(self, port: int, data_dir: Path, proc: subprocess.Popen) -> None:
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.data_dir = data_dir
+        self.proc = proc
+
+    def client(self, **kwargs) -> anthropic.Anthropic:
+        kwargs.setdefault("max_retries", 0)
+        return anthropic.Anthropic(base_url=self.base, api_key=CLIENT_KEY, **kwargs)
+
+
+def start_proxy(upstream_base: str, data_dir: Path, **env: str) -> Proxy:
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "OPENAI_API_KEY": UPSTREAM_KEY,
+        "OPENAI_BASE_URL": f"{upstream_base}/v1",
+        "BIG_MODEL_NAME": "gpt-big",
+        "SMALL_MODEL_NAME": "gpt-small",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "CCPROXY_DATA_DIR": str(data_dir),
+        "LOG_FILE_PATH": str(data_dir / "log.jsonl"),
+        "ERROR_LOG_FILE_PATH": str(data_dir / "error.jsonl"),
+        "LOG_LEVEL": "INFO",
+        **env,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ccproxy"],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    wait_http(f"http://127.0.0.1:{port}/health", proc)
+    return Proxy(port, data_dir, proc)
+
+
+def stop_proxy(proxy: Proxy) -> str:
+    proxy.proc.terminate()
+    try:
+        out, _ = proxy.proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proxy.proc.kill()
+        out, _ = proxy.proc.communicate()
+    return out or ""
+
+
+@pytest.fixture(scope="session")
+def proxy(mock_upstream: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    running = start_proxy(mock_upstream.base, tmp_path_factory.mktemp("ccproxy-data"), CCPROXY_PING_INTERVAL="0.3")
+    try:
+        yield running
+    finally:
+        stop_proxy(running)
+
+
+@pytest.fixture
+def client(proxy: Proxy) -> anthropic.Anthropic:
+    return proxy.client()
