@@ -3,17 +3,15 @@ from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code"
-if not FIXTURES.is_dir():  # a checkout placed elsewhere: look beside the repository
-    FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "claude-code"
+# Sanitized requests recorded from Claude Code (copied from the project's shared fixtures, see
+# tests/fixtures/claude-code/README.md), so a clone is self-contained.
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "claude-code"
+CLAUDE_CODE_FIXTURES = sorted(p.stem for p in FIXTURES.glob("*.json"))
 
 
 def load_fixture(name: str) -> dict:
-    """The body Claude Code posted in one recorded request (../shared/fixtures/claude-code)."""
-    path = FIXTURES / f"{name}.json"
-    if not path.is_file():
-        pytest.fail(f"Claude Code fixture missing: {path}")
-    return json.loads(path.read_text())["body"]
+    """The body Claude Code posted in one recorded request."""
+    return json.loads((FIXTURES / f"{name}.json").read_text())["body"]
 
 
 @pytest.fixture

@@ -123,7 +123,7 @@ def from_upstream(
 
 _SECRET_PATTERNS = re.compile(
     r"(?:sk|rk|pk)-[A-Za-z0-9_\-]{8,}|(?i:bearer)\s+[A-Za-z0-9._\-]{8,}|"
-    r"(?i:(?:api[_-]?key|x-api-key|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;]{6,}"
+    r"(?i:(?:api[_-]?key|x-api-key|authorization)[\"']?\s*[:=]\s*[\"']?)(?i:(?:bearer|basic)\s+)?[^\s\"',;]{6,}"
 )
 
 

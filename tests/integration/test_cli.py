@@ -1,0 +1,67 @@
+"""The `ccproxy` command as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from ccproxy.config import SETTINGS
+
+pytestmark = pytest.mark.integration
+
+
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in {s.env for s in SETTINGS}}
+    return subprocess.run(
+        [sys.executable, "-m", "ccproxy", *args],
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_help_documents_every_setting():
+    out = run("--help")
+    assert out.returncode == 0
+    for setting in SETTINGS:
+        assert setting.env in out.stdout
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("ccproxy", path=os.path.dirname(sys.executable)) or shutil.which("ccproxy")
+    assert exe, "the ccproxy console script is not on PATH"
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("ccproxy ") and "native:" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({}, "OPENAI_API_KEY"),
+        ({"OPENAI_API_KEY": "sk-x"}, "BIG_MODEL_NAME"),
+        ({"OPENAI_API_KEY": "sk-x", "BIG_MODEL_NAME": "a", "SMALL_MODEL_NAME": "b", "PORT": "eighty"}, "PORT"),
+    ],
+)
+def test_missing_or_bad_settings_exit_with_one_line(env, fragment):
+    out = run(env=env)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and fragment in out.stderr and "Traceback" not in out.stderr
+
+
+def test_check_prints_what_would_be_served_without_the_key():
+    env = {
+        "OPENAI_API_KEY": "sk-topsecret-value",
+        "BIG_MODEL_NAME": "gpt-big",
+        "SMALL_MODEL_NAME": "gpt-small",
+        "OPENAI_BASE_URL": "http://127.0.0.1:9999/v1",
+        "PORT": "12345",
+    }
+    out = run("--check", env=env)
+    assert out.returncode == 0
+    assert "http://127.0.0.1:9999/v1" in out.stdout and "gpt-big" in out.stdout and "12345" in out.stdout
+    assert "sk-topsecret-value" not in out.stdout + out.stderr

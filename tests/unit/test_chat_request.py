@@ -1,0 +1,370 @@
+"""Anthropic request → Chat Completions request: every mapping rule of PROTOCOL.md §2."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from ccproxy.errors import ProxyError
+from ccproxy.routing import Router
+from ccproxy.schemas.anthropic import decode_messages_request
+from ccproxy.translate.chat_request import ORPHAN_RESULT_TEXT, build_chat_request
+
+ROUTER = Router("gpt-big", "gpt-small")
+
+
+def translate(router: Router = ROUTER, **body) -> dict:
+    body.setdefault("model", "claude-sonnet-5")
+    body.setdefault("max_tokens", 100)
+    body.setdefault("messages", [{"role": "user", "content": "hi"}])
+    req = decode_messages_request(orjson.dumps(body))
+    # Round-trip through JSON exactly as the upstream would receive it.
+    return orjson.loads(orjson.dumps(build_chat_request(req, router.route(req.model))))
+
+
+def test_string_system_and_user_text():
+    out = translate(system="be brief")
+    assert out["model"] == "gpt-big"
+    assert out["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    assert out["max_tokens"] == 100
+    assert "stream" not in out
+
+
+def test_system_blocks_join_with_blank_lines_and_drop_cache_control():
+    out = translate(
+        system=[
+            {"type": "text", "text": "one", "cache_control": {"type": "ephemeral"}},
+            {"type": "text", "text": "two"},
+        ]
+    )
+    assert out["messages"][0] == {"role": "system", "content": "one\n\ntwo"}
+    assert "cache_control" not in orjson.dumps(out).decode()
+
+
+def test_system_message_inside_messages_is_kept_in_place():
+    out = translate(
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": [{"type": "text", "text": "agents: a, b"}]},
+        ]
+    )
+    assert out["messages"] == [
+        {"role": "user", "content": "hi"},
+        {"role": "system", "content": "agents: a, b"},
+    ]
+
+
+def test_multiple_text_blocks_become_text_parts():
+    out = translate(
+        messages=[{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
+    )
+    assert out["messages"][0]["content"] == [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
+
+
+def test_images_base64_and_url():
+    out = translate(
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0"}},
+                    {"type": "image", "source": {"type": "url", "url": "https://example.com/a.jpg"}},
+                    {"type": "text", "text": "what is this?"},
+                ],
+            }
+        ]
+    )
+    assert out["messages"][0]["content"] == [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.jpg"}},
+        {"type": "text", "text": "what is this?"},
+    ]
+
+
+def test_documents_pdf_and_text():
+    out = translate(
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "document",
+                        "title": "spec.pdf",
+                        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0"},
+                    },
+                    {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "plain doc"}},
+                ],
+            }
+        ]
+    )
+    pdf, text = out["messages"][0]["content"]
+    assert pdf == {"type": "file", "file": {"filename": "spec.pdf", "file_data": "data:application/pdf;base64,JVBERi0"}}
+    assert text == {"type": "text", "text": "plain doc"}
+
+
+def test_unknown_blocks_are_dropped_not_rejected():
+    out = translate(
+        messages=[{"role": "user", "content": [{"type": "hologram", "x": 1}, {"type": "text", "text": "still here"}]}]
+    )
+    assert out["messages"] == [{"role": "user", "content": "still here"}]
+
+
+def tool_turns(results: list[dict], calls: tuple[str, ...] = ("call_1",)) -> list[dict]:
+    return [
+        {"role": "user", "content": "run it"},
+        {
+            "role": "assistant",
+            "content": [{"type": "text", "text": "Running."}]
+            + [{"type": "tool_use", "id": c, "name": "Bash", "input": {"command": f"echo {c}"}} for c in calls],
+        },
+        {"role": "user", "content": results},
+    ]
+
+
+def test_tool_use_and_result_round_trip():
+    out = translate(messages=tool_turns([{"type": "tool_result", "tool_use_id": "call_1", "content": "call_1\n"}]))
+    assistant, tool = out["messages"][1], out["messages"][2]
+    assert assistant == {
+        "role": "assistant",
+        "content": "Running.",
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "Bash", "arguments": '{"command":"echo call_1"}'}}
+        ],
+    }
+    assert tool == {"role": "tool", "tool_call_id": "call_1", "content": "call_1\n"}
+    assert len(out["messages"]) == 3
+
+
+def test_consecutive_results_stay_consecutive_and_user_text_follows():
+    out = translate(
+        messages=tool_turns(
+            [
+                {"type": "text", "text": "here you go"},
+                {"type": "tool_result", "tool_use_id": "call_2", "content": "two"},
+                {"type": "tool_result", "tool_use_id": "call_1", "content": "one"},
+            ],
+            calls=("call_1", "call_2"),
+        )
+    )
+    roles = [m["role"] for m in out["messages"]]
+    assert roles == ["user", "assistant", "tool", "tool", "user"]
+    assert [m["tool_call_id"] for m in out["messages"][2:4]] == ["call_2", "call_1"]
+    assert out["messages"][4] == {"role": "user", "content": "here you go"}
+
+
+def test_list_result_content_is_joined_text_never_a_repr():
+    out = translate(
+        messages=tool_turns(
+            [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "call_1",
+                    "content": [{"type": "text", "text": "line one"}, {"type": "text", "text": "line two"}],
+                }
+            ]
+        )
+    )
+    assert out["messages"][2]["content"] == "line one\nline two"
+
+
+def test_error_result_stays_visible():
+    out = translate(
+        messages=tool_turns([{"type": "tool_result", "tool_use_id": "call_1", "content": "boom", "is_error": True}])
+    )
+    assert out["messages"][2]["content"] == "Error: boom"
+
+
+def test_image_inside_tool_result_follows_as_user_image():
+    img = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
+    out = translate(
+        messages=tool_turns(
+            [{"type": "tool_result", "tool_use_id": "call_1", "content": [{"type": "text", "text": "shot"}, img]}]
+        )
+    )
+    assert out["messages"][2] == {"role": "tool", "tool_call_id": "call_1", "content": "shot\n[image]"}
+    follow = out["messages"][3]
+    assert follow["role"] == "user"
+    assert {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}} in follow["content"]
+
+
+def test_orphan_tool_use_gets_a_stub_result():
+    out = translate(
+        messages=[
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "call_9", "name": "Bash", "input": {}}]},
+            {"role": "user", "content": "never mind, say hi"},
+        ]
+    )
+    assert [m["role"] for m in out["messages"]] == ["user", "assistant", "tool", "user"]
+    assert out["messages"][2] == {"role": "tool", "tool_call_id": "call_9", "content": ORPHAN_RESULT_TEXT}
+    assert out["messages"][1]["content"] is None
+    assert out["messages"][1]["tool_calls"][0]["function"]["arguments"] == "{}"
+
+
+def test_partially_answered_parallel_calls_get_stubs_for_the_rest():
+    out = translate(
+        messages=tool_turns(
+            [{"type": "tool_result", "tool_use_id": "call_1", "content": "ok"}],
+            calls=("call_1", "call_2"),
+        )
+    )
+    tools = [m for m in out["messages"] if m["role"] == "tool"]
+    assert [(t["tool_call_id"], t["content"]) for t in tools] == [("call_1", "ok"), ("call_2", ORPHAN_RESULT_TEXT)]
+
+
+def test_result_without_matching_call_becomes_user_text():
+    out = translate(
+        messages=[{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "lost", "content": "data"}]}]
+    )
+    assert out["messages"] == [{"role": "user", "content": "[tool result for lost]\ndata"}]
+
+
+def test_thinking_is_never_sent_as_text():
+    out = translate(
+        messages=[
+            {"role": "user", "content": "q"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "SECRET CHAIN OF THOUGHT", "signature": "sig"},
+                    {"type": "redacted_thinking", "data": "xyz"},
+                    {"type": "text", "text": "answer"},
+                ],
+            },
+            {"role": "user", "content": "more"},
+        ]
+    )
+    assert out["messages"][1] == {"role": "assistant", "content": "answer"}
+    assert "SECRET" not in orjson.dumps(out).decode()
+
+
+def test_tools_and_server_tools():
+    schema = {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}
+    out = translate(
+        tools=[
+            {"name": "Bash", "description": "run", "input_schema": schema},
+            {"type": "web_search_20250305", "name": "web_search", "max_uses": 3},
+        ]
+    )
+    assert out["tools"] == [
+        {"type": "function", "function": {"name": "Bash", "description": "run", "parameters": schema}}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        ({"type": "auto"}, "auto"),
+        ({"type": "any"}, "required"),
+        ({"type": "none"}, "none"),
+        ({"type": "tool", "name": "Bash"}, {"type": "function", "function": {"name": "Bash"}}),
+    ],
+)
+def test_tool_choice(choice, expected):
+    out = translate(tools=[{"name": "Bash", "input_schema": {"type": "object"}}], tool_choice=choice)
+    assert out["tool_choice"] == expected
+    assert "parallel_tool_calls" not in out
+
+
+def test_disable_parallel_tool_use():
+    out = translate(
+        tools=[{"name": "Bash", "input_schema": {"type": "object"}}],
+        tool_choice={"type": "auto", "disable_parallel_tool_use": True},
+    )
+    assert out["parallel_tool_calls"] is False
+
+
+def test_no_tools_means_no_tool_choice():
+    out = translate(tool_choice={"type": "any"})
+    assert "tools" not in out and "tool_choice" not in out
+
+
+def test_sampling_and_stop_sequences():
+    out = translate(temperature=0.2, top_p=0.9, top_k=5, stop_sequences=["a", "b", "c", "d", "e"])
+    assert out["temperature"] == 0.2 and out["top_p"] == 0.9
+    assert out["stop"] == ["a", "b", "c", "d"]
+    assert "top_k" not in out
+
+
+def test_reasoning_models_use_max_completion_tokens_and_no_sampling():
+    router = Router("o3-mini", "gpt-5-mini")
+    out = translate(router, max_tokens=2000, temperature=0.5, top_p=0.5)
+    assert out["max_completion_tokens"] == 2000
+    assert "max_tokens" not in out and "temperature" not in out and "top_p" not in out
+    out = translate(Router("openai/gpt-5", "x"), max_tokens=10)
+    assert out["max_completion_tokens"] == 10
+
+
+def test_max_tokens_clamped_to_known_model_limit_and_setting():
+    assert translate(Router("gpt-4o", "gpt-4o-mini"), max_tokens=32000)["max_tokens"] == 16384
+    assert translate(Router("gpt-4o", "x", max_tokens_limit=1000), max_tokens=32000)["max_tokens"] == 1000
+    assert translate(Router("some-local-model", "x"), max_tokens=32000)["max_tokens"] == 32000
+
+
+def test_streaming_requests_ask_for_usage():
+    out = translate(stream=True)
+    assert out["stream"] is True
+    assert out["stream_options"] == {"include_usage": True}
+
+
+def test_anthropic_only_fields_are_not_forwarded_and_user_is_hashed():
+    user_id = '{"device_id":"dev-1","account_uuid":"acc","session_id":"sess"}'
+    out = translate(
+        metadata={"user_id": user_id},
+        thinking={"type": "enabled", "budget_tokens": 2000},
+        output_config={"effort": "high"},
+        context_management={"edits": []},
+    )
+    text = orjson.dumps(out).decode()
+    for field in ("metadata", "thinking", "output_config", "context_management", "cache_control", "dev-1"):
+        assert field not in text
+    assert len(out["user"]) == 32 and out["user"] != user_id
+
+
+@pytest.mark.parametrize(
+    ("messages", "fragment"),
+    [
+        ([{"role": "user", "content": [{"type": "text"}]}], "messages.0.content.0.text"),
+        ([{"role": "user", "content": [{"type": "image", "source": {"type": "base64"}}]}], "media_type"),
+        (
+            [
+                {"role": "assistant", "content": [{"type": "tool_use", "name": "x", "input": {}}]},
+            ],
+            "messages.0.content.0.id",
+        ),
+    ],
+)
+def test_malformed_blocks_are_400_with_a_path(messages, fragment):
+    with pytest.raises(ProxyError) as err:
+        translate(messages=messages)
+    assert err.value.status == 400 and err.value.error_type == "invalid_request_error"
+    assert fragment in err.value.message
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "opus-say-hi",
+        "opus-bash-turn1",
+        "opus-bash-turn2-tool-result",
+        "haiku-thinking-budget",
+        "sonnet-adaptive-thinking",
+        "sonnet-thinking-write-turn2",
+    ],
+)
+def test_claude_code_requests_translate_cleanly(claude_code_fixture, name):
+    body = claude_code_fixture(name)
+    req = decode_messages_request(orjson.dumps(body))
+    out = orjson.loads(orjson.dumps(build_chat_request(req, ROUTER.route(req.model))))
+    assert out["model"] == ("gpt-small" if "haiku" in body["model"] else "gpt-big")
+    assert set(out) <= {"model", "messages", "max_tokens", "tools", "user", "stream", "stream_options", "tool_choice"}
+    text = orjson.dumps(out).decode()
+    for anthropic_only in ('"cache_control"', '"context_management"', '"output_config"', '"thinking"', '"signature"'):
+        assert anthropic_only not in text
+    assert len(out["tools"]) == len([t for t in body["tools"] if "input_schema" in t])
+    assert out["messages"][0]["role"] == "system"
+    # tool calls are always answered by the message right after
+    for i, msg in enumerate(out["messages"]):
+        for call in msg.get("tool_calls", []):
+            following = out["messages"][i + 1 : i + 1 + len(msg["tool_calls"])]
+            assert call["id"] in {m.get("tool_call_id") for m in following}

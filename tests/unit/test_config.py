@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ccproxy.config import SETTINGS, ConfigError, Settings, help_text
+
+BASE = {"OPENAI_API_KEY": "sk-x", "BIG_MODEL_NAME": "gpt-big", "SMALL_MODEL_NAME": "gpt-small"}
+
+
+def test_defaults():
+    s = Settings.from_env({**BASE, "CCPROXY_DATA_DIR": "/tmp/ccp"})
+    assert s.base_url == "https://api.openai.com/v1"
+    assert (s.host, s.port, s.workers, s.log_level) == ("127.0.0.1", 11434, 1, "INFO")
+    assert s.log_file == Path("/tmp/ccp/log.jsonl") and s.error_log_file == Path("/tmp/ccp/error.jsonl")
+
+
+def test_openrouter_key_defaults_to_openrouter_url():
+    env = {**BASE, "OPENROUTER_API_KEY": "or-key"}
+    del env["OPENAI_API_KEY"]
+    s = Settings.from_env(env)
+    assert s.api_key == "or-key" and s.api_key_env == "OPENROUTER_API_KEY"
+    assert s.base_url == "https://openrouter.ai/api/v1"
+
+
+def test_explicit_paths_and_trailing_slash():
+    s = Settings.from_env({**BASE, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1/", "LOG_FILE_PATH": "/x/a.jsonl"})
+    assert s.base_url == "http://127.0.0.1:9/v1" and s.log_file == Path("/x/a.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"OPENAI_API_KEY": ""}, "OPENAI_API_KEY"),
+        ({"BIG_MODEL_NAME": ""}, "BIG_MODEL_NAME"),
+        ({"SMALL_MODEL_NAME": " "}, "SMALL_MODEL_NAME"),
+        ({"PORT": "http"}, "PORT"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"OPENAI_BASE_URL": "api.openai.com"}, "OPENAI_BASE_URL"),
+        ({"REASONING_MODEL_PATTERN": "("}, "REASONING_MODEL_PATTERN"),
+    ],
+)
+def test_invalid_settings_give_one_line_errors(change, fragment):
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({**BASE, **change})
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_help_documents_every_setting():
+    text = help_text()
+    for setting in SETTINGS:
+        assert setting.env in text
+
+
+def test_describe_never_shows_the_key():
+    s = Settings.from_env({**BASE, "OPENAI_API_KEY": "sk-supersecret"})
+    assert "sk-supersecret" not in s.describe() and "gpt-big" in s.describe()
