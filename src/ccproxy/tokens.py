@@ -97,13 +97,15 @@ def _block_cost(block: Block, texts: list[str]) -> int:
     elif kind == "image":
         return IMAGE_TOKENS
     elif kind == "document":
-        source = block.get("source") or {}
+        source = block.get("source")
+        if not isinstance(source, dict):  # malformed: counted, never a crash
+            return PDF_PAGE_TOKENS
         if source.get("type") == "base64" and source.get("media_type") == "application/pdf":
             return PDF_PAGE_TOKENS * _pdf_pages(str(source.get("data", "")))
         if source.get("type") == "text":
             texts.append(str(source.get("data", "")))
-        elif source.get("type") == "content":
-            return sum(_block_cost(b, texts) for b in source.get("content") or [] if isinstance(b, dict))
+        elif source.get("type") == "content" and isinstance(source.get("content"), list):
+            return sum(_block_cost(b, texts) for b in source["content"] if isinstance(b, dict))
         else:
             return PDF_PAGE_TOKENS
     elif kind == "tool_use":

@@ -438,3 +438,32 @@ def test_secrets_never_reach_logs(proxy, client, mock_upstream):
         assert secret not in logs and secret not in errors
     record = json.loads(logs.strip().splitlines()[-1])
     assert record["model"] == "claude-sonnet-5" and record["upstream_model"] == "gpt-big" and record["status"] == 200
+
+
+def test_client_disconnect_cancels_the_upstream_stream(proxy, mock_upstream):
+    import time
+
+    key = mock_upstream.script({"sse": text_stream(*["tick"] * 100), "delay": 0.1})
+    body = {"model": "claude-sonnet-5", "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": key}]}
+    with httpx.stream("POST", f"{proxy.base}/v1/messages", json=body, timeout=30) as resp:
+        for line in resp.iter_lines():
+            if "text_delta" in line:
+                break  # the client leaves after the first delta
+    left = time.time()
+    deadline = left + 5
+    while time.time() < deadline:
+        record = mock_upstream.requests(key)[0]
+        if "disconnected_at" in record or "finished_at" in record:
+            break
+        time.sleep(0.05)
+    assert "disconnected_at" in record, "upstream stream was not cancelled"
+    assert record["disconnected_at"] - left < 1.0
+
+
+def test_json_answer_to_a_streaming_request_is_streamed(client, mock_upstream):
+    key = mock_upstream.script({"json": completion("not streamed upstream")})
+    with client.messages.stream(
+        model="claude-sonnet-5", max_tokens=5, messages=[{"role": "user", "content": key}]
+    ) as s:
+        final = s.get_final_message()
+    assert final.content[0].text == "not streamed upstream" and final.stop_reason == "end_turn"

@@ -17,6 +17,8 @@ A response spec is a JSON object:
   reset_after: n           abort the connection after n SSE writes (no finish)
   hang_after: n            stop writing after n SSE writes but keep the connection open
   wait: s                  pause before the status line
+
+Recorded requests carry received_at, and finished_at or disconnected_at (the proxy hung up).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from urllib.parse import parse_qs, urlsplit
 
 SCRIPTS: dict[str, list[dict]] = {}
@@ -170,10 +173,20 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 spec = {"sse": greeting_stream()} if stream else {"json": GREETING}
             else:
                 parsed = json.loads(body) if body else None
-                RECORDED[key].append({"method": method, "path": url.path, "headers": headers, "body": parsed})
+                RECORDED[key].append(
+                    {"method": method, "path": url.path, "headers": headers, "body": parsed, "received_at": time.time()}
+                )
                 queue = SCRIPTS[key]
                 spec = queue.pop(0) if len(queue) > 1 else queue[0]
-            if not await respond(writer, spec):
+            record = RECORDED[key][-1] if key is not None else {}
+            try:
+                reusable = await respond(writer, spec)
+            except ConnectionError:
+                # the proxy hung up on us (its client left): tests check how fast that happens
+                record["disconnected_at"] = time.time()
+                raise
+            record["finished_at"] = time.time()
+            if not reusable:
                 return
     except (ConnectionError, asyncio.CancelledError):
         pass

@@ -84,3 +84,19 @@ def test_missing_usage_is_estimated_not_a_crash():
 def test_no_choices_is_an_error():
     with pytest.raises(StreamFailure):
         completion_to_message(decode_completion(b'{"choices": []}'), "m", 1)
+
+
+def test_message_events_replay_to_the_same_message():
+    from ccproxy.translate.chat_response import message_events
+    from tests.support.sse import assemble, parse_sse
+
+    msg = convert(
+        {
+            "reasoning_content": "hmm",
+            "content": "Let me look.",
+            "tool_calls": [{"id": "call_1", "function": {"name": "Read", "arguments": '{"path": "ü.txt"}'}}],
+        },
+        finish="tool_calls",
+        usage={"prompt_tokens": 9, "completion_tokens": 2},
+    )
+    assert assemble(parse_sse(message_events(msg))) == msg

@@ -160,6 +160,45 @@ def _error_text(error: Any) -> str:
 # --- streaming -----------------------------------------------------------------------------
 
 
+def message_events(message: dict[str, Any]) -> bytes:
+    """A complete Anthropic message as the event stream a streaming client expects.
+
+    Used when an upstream answers a streaming request with a plain JSON completion.
+    """
+    start = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
+    out = [frame_event("message_start", orjson.dumps({"type": "message_start", "message": start}))]
+    for index, block in enumerate(message["content"]):
+        kind = block["type"]
+        if kind == "text":
+            empty, delta = {"type": "text", "text": ""}, {"type": "text_delta", "text": block["text"]}
+        elif kind == "thinking":
+            empty = {"type": "thinking", "thinking": "", "signature": ""}
+            delta = {"type": "thinking_delta", "thinking": block["thinking"]}
+        else:
+            empty = {**block, "input": {}}
+            delta = {"type": "input_json_delta", "partial_json": orjson.dumps(block["input"]).decode()}
+        out.append(
+            frame_event(
+                "content_block_start",
+                orjson.dumps({"type": "content_block_start", "index": index, "content_block": empty}),
+            )
+        )
+        out.append(
+            frame_event(
+                "content_block_delta", orjson.dumps({"type": "content_block_delta", "index": index, "delta": delta})
+            )
+        )
+        out.append(frame_event("content_block_stop", orjson.dumps({"type": "content_block_stop", "index": index})))
+    delta = {
+        "type": "message_delta",
+        "delta": {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]},
+        "usage": message["usage"],
+    }
+    out.append(frame_event("message_delta", orjson.dumps(delta)))
+    out.append(frame_event("message_stop", b'{"type":"message_stop"}'))
+    return b"".join(out)
+
+
 def error_event(error_type: str, message: str) -> bytes:
     return frame_event("error", orjson.dumps({"type": "error", "error": {"type": error_type, "message": message}}))
 
@@ -266,10 +305,7 @@ class ChatStreamTranslator:
         usage = map_usage(self.usage, self.input_estimate, max(1, self._chars // 4))
         delta = {
             "type": "message_delta",
-            "delta": {
-                "stop_reason": stop_reason_for(self.finish_reason, bool(self._tool_order)),
-                "stop_sequence": None,
-            },
+            "delta": {"stop_reason": self.stop_reason, "stop_sequence": None},
             "usage": usage,
         }
         out.append(frame_event("message_delta", orjson.dumps(delta)))
@@ -278,6 +314,12 @@ class ChatStreamTranslator:
         result = b"".join(out)
         out.clear()
         return result
+
+    @property
+    def stop_reason(self) -> str | None:
+        if self.finish_reason is None:
+            return None
+        return stop_reason_for(self.finish_reason, bool(self._tool_order))
 
     def fail(self, error_type: str, message: str) -> bytes:
         self.closed = True

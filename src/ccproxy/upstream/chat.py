@@ -19,6 +19,7 @@ from ..translate.chat_response import (
     StreamFailure,
     completion_to_message,
     map_usage,
+    message_events,
 )
 from .base import Exchange
 from .client import HttpClient, UpstreamReadError, UpstreamResponse
@@ -40,7 +41,10 @@ class ChatUpstream:
         }
 
     async def create(self, req: MessagesRequest, exchange: Exchange) -> dict[str, Any]:
-        resp = await self._send(req, exchange)
+        return await self._complete(await self._send(req, exchange), exchange)
+
+    async def _complete(self, resp: UpstreamResponse, exchange: Exchange) -> dict[str, Any]:
+        """Read a whole (non-streamed) completion and translate it."""
         try:
             data = await resp.read()
         except UpstreamReadError as exc:
@@ -68,6 +72,9 @@ class ChatUpstream:
             except UpstreamReadError:
                 data = b""
             raise self._error(resp, data)
+        if resp.headers.get("content-type", "").startswith("application/json"):
+            # Some servers ignore stream=true; give the client the stream it asked for.
+            return _single(message_events(await self._complete(resp, exchange)))
         translator = ChatStreamTranslator(exchange.route.requested_model, estimate_tokens(exchange.body_size))
         return self._events(resp, translator, exchange)
 
@@ -91,7 +98,7 @@ class ChatUpstream:
                     out.append(translator.feed(data))
                 out.append(translator.finish())
                 exchange.usage = map_usage(translator.usage, translator.input_estimate, 0)
-                exchange.stop_reason = translator.finish_reason
+                exchange.stop_reason = translator.stop_reason
                 yield b"".join(out)
             except (StreamFailure, UpstreamReadError) as exc:
                 exchange.error_type, exchange.error_message = (
@@ -120,3 +127,7 @@ class ChatUpstream:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+async def _single(data: bytes) -> AsyncIterator[bytes]:
+    yield data
