@@ -110,13 +110,15 @@ class ProxyApp:
                     raise ProxyError(404, f"not found: {method} {path}", "not_found_error")
             await handler(scope, receive, send, request_id)
         except ProxyError as exc:
-            await send_error(send, exc, request_id, head=method == "HEAD")
+            if not scope.get("ccproxy.started"):
+                await send_error(send, exc, request_id, head=method == "HEAD")
         except ClientDisconnected:
             pass
         except Exception as exc:  # a bug: report it as an envelope, never as a traceback page
             log.exception("unhandled error in %s %s", method, path)
             self.log_error(request_id, path, "api_error", f"internal error: {type(exc).__name__}")
-            await send_error(send, ProxyError(500, "internal proxy error", "api_error"), request_id)
+            if not scope.get("ccproxy.started"):
+                await send_error(send, ProxyError(500, "internal proxy error", "api_error"), request_id)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -164,7 +166,7 @@ class ProxyApp:
         try:
             if req.stream:
                 events = await self.upstream.open_stream(req, exchange)
-                await self.stream(send, receive, events, request_id)
+                await self.stream(scope, send, receive, events, request_id)
             else:
                 message = await self.upstream.create(req, exchange)
                 await send_json(send, 200, orjson.dumps(message), request_id)
@@ -182,7 +184,9 @@ class ProxyApp:
             self.in_flight -= 1
             self.log_request(exchange, started)
 
-    async def stream(self, send: Send, receive: Receive, events: AsyncIterator[bytes], request_id: str) -> None:
+    async def stream(
+        self, scope: Scope, send: Send, receive: Receive, events: AsyncIterator[bytes], request_id: str
+    ) -> None:
         """Relay SSE bytes; ping when idle; stop the upstream as soon as the client leaves."""
         lock = asyncio.Lock()
         loop = asyncio.get_running_loop()
@@ -210,6 +214,7 @@ class ProxyApp:
 
         headers = [*SSE_HEADERS, (b"request-id", request_id.encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
+        scope["ccproxy.started"] = True
         helpers = [asyncio.create_task(keepalive()), asyncio.create_task(watch_disconnect())]
         relaying = True
         try:

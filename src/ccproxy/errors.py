@@ -97,6 +97,7 @@ def from_upstream(
     *,
     key_setting: str,
     retry_after: str | None = None,
+    url: str = "",
 ) -> ProxyError:
     """Map an upstream HTTP error response to the error the client should see."""
     message, code = upstream_message(body)
@@ -115,7 +116,10 @@ def from_upstream(
     if status >= 500:
         return ProxyError(500 if status != 504 else 504, f"upstream error ({status}): {message}")
     if status == 404:
-        return ProxyError(404, f"upstream returned 404: {message}")
+        # Usually a wrong model name or base URL: say which URL answered.
+        return ProxyError(
+            404, f"upstream {url} returned 404: {message}" if url else f"upstream returned 404: {message}"
+        )
     return ProxyError(status, message, None, headers)
 
 

@@ -467,3 +467,19 @@ def test_json_answer_to_a_streaming_request_is_streamed(client, mock_upstream):
     ) as s:
         final = s.get_final_message()
     assert final.content[0].text == "not streamed upstream" and final.stop_reason == "end_turn"
+
+
+def test_wrong_base_url_symptoms_are_explained(client, mock_upstream):
+    key = mock_upstream.script(
+        {"status": 200, "text": "<html>welcome</html>", "headers": {"content-type": "text/html"}}
+    )
+    with (
+        pytest.raises(anthropic.APIStatusError) as err,
+        client.messages.stream(model="claude-sonnet-5", max_tokens=5, messages=[{"role": "user", "content": key}]) as s,
+    ):
+        s.get_final_message()
+    assert err.value.status_code == 502 and "text/html" in err.value.body["error"]["message"]
+    key = mock_upstream.script({"status": 404, "text": "Not Found", "headers": {"content-type": "text/plain"}})
+    with pytest.raises(anthropic.NotFoundError) as err:
+        client.messages.create(model="claude-sonnet-5", max_tokens=5, messages=[{"role": "user", "content": key}])
+    assert "/v1/chat/completions" in err.value.body["error"]["message"]

@@ -10,6 +10,7 @@ from ccproxy.errors import ProxyError
 from ccproxy.routing import Router
 from ccproxy.schemas.anthropic import decode_messages_request
 from ccproxy.translate.chat_request import ORPHAN_RESULT_TEXT, build_chat_request
+from tests.conftest import CLAUDE_CODE_FIXTURES
 
 ROUTER = Router("gpt-big", "gpt-small")
 
@@ -342,18 +343,9 @@ def test_malformed_blocks_are_400_with_a_path(messages, fragment):
     assert fragment in err.value.message
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "opus-say-hi",
-        "opus-bash-turn1",
-        "opus-bash-turn2-tool-result",
-        "haiku-thinking-budget",
-        "sonnet-adaptive-thinking",
-        "sonnet-thinking-write-turn2",
-    ],
-)
+@pytest.mark.parametrize("name", CLAUDE_CODE_FIXTURES)
 def test_claude_code_requests_translate_cleanly(claude_code_fixture, name):
+    assert len(CLAUDE_CODE_FIXTURES) == 6
     body = claude_code_fixture(name)
     req = decode_messages_request(orjson.dumps(body))
     out = orjson.loads(orjson.dumps(build_chat_request(req, ROUTER.route(req.model))))

@@ -248,3 +248,23 @@ def test_error_chunk_from_upstream_raises():
 def test_empty_response_still_has_one_block():
     _, msg = run([chunk(finish="stop")])
     assert msg["content"] == [{"type": "text", "text": ""}]
+
+
+def test_wire_bytes_cut_inside_multibyte_characters_of_tool_arguments():
+    from ccproxy._native import variants
+
+    args = '{"city": "Zürich", "note": "🎉 naïve café 日本"}'
+    chunks = [chunk(tool_delta(0, "", "call_u", "Weather"))]
+    chunks += [chunk(tool_delta(0, args[i : i + 2])) for i in range(0, len(args), 2)]
+    chunks += [chunk(finish="tool_calls"), usage()]
+    wire = (
+        b"".join(b"data: " + json.dumps(c, ensure_ascii=False).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    )
+    for impl in variants("sse").values():
+        for step in (1, 3, 5):
+            decoder, t = impl.SSEDecoder(), ChatStreamTranslator("m", 1)
+            out = [t.start()]
+            for i in range(0, len(wire), step):
+                out += [t.feed(data) for _, data in decoder.feed(wire[i : i + step])]
+            out.append(t.finish())
+            assert assemble(parse_sse(b"".join(out)))["content"][0]["input"] == json.loads(args)

@@ -72,9 +72,18 @@ class ChatUpstream:
             except UpstreamReadError:
                 data = b""
             raise self._error(resp, data)
-        if resp.headers.get("content-type", "").startswith("application/json"):
+        content_type = resp.headers.get("content-type", "")
+        if content_type.startswith("application/json"):
             # Some servers ignore stream=true; give the client the stream it asked for.
             return _single(message_events(await self._complete(resp, exchange)))
+        if content_type and not content_type.startswith("text/event-stream"):
+            await resp.close()
+            raise ProxyError(
+                502,
+                f"upstream {self.url} answered with {content_type.split(';')[0]}, not an event stream "
+                "(is OPENAI_BASE_URL right?)",
+                "api_error",
+            )
         translator = ChatStreamTranslator(exchange.route.requested_model, estimate_tokens(exchange.body_size))
         return self._events(resp, translator, exchange)
 
@@ -121,6 +130,7 @@ class ChatUpstream:
             data,
             key_setting=self.api_key_env,
             retry_after=resp.headers.get("retry-after"),
+            url=self.url,
         )
         err.message = self.redact(err.message)
         return err
