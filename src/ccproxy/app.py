@@ -341,7 +341,8 @@ def decode(decoder: Callable[[bytes], Any], body: bytes) -> Any:
         return decoder(body)
     except msgspec.ValidationError as exc:
         raise invalid_request(_validation_message(str(exc))) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError, TypeError) as exc:
+        # malformed JSON, invalid UTF-8 inside strings, nesting too deep …
         raise invalid_request(f"There was an error parsing the body of your request: {exc}") from None
 
 

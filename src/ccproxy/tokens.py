@@ -15,9 +15,9 @@ import re
 import threading
 from importlib import resources
 
-import orjson
 import tiktoken
 
+from .jsontext import json_text
 from .schemas.anthropic import Block, CountTokensRequest, MessagesRequest
 
 ENCODING_FILE = "cl100k_base.tiktoken"
@@ -110,7 +110,7 @@ def _block_cost(block: Block, texts: list[str]) -> int:
             return PDF_PAGE_TOKENS
     elif kind == "tool_use":
         texts.append(str(block.get("name", "")))
-        texts.append(orjson.dumps(block.get("input", {})).decode())
+        texts.append(json_text(block.get("input", {})))
     elif kind == "tool_result":
         content = block.get("content")
         if isinstance(content, str):
@@ -120,7 +120,7 @@ def _block_cost(block: Block, texts: list[str]) -> int:
     elif kind == "thinking":
         texts.append(str(block.get("thinking", "")))
     elif kind is not None:
-        texts.append(orjson.dumps(block).decode())
+        texts.append(json_text(block))
     return 0
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from ..errors import invalid_request
+from ..jsontext import json_text
 from ..routing import Route
 from ..schemas.anthropic import Block, MessagesRequest, Tool
 
@@ -149,7 +150,7 @@ def _arguments(value: Any) -> str:
         return "{}"
     if isinstance(value, str):  # already serialized by a sloppy client; keep as given
         return value
-    return orjson.dumps(value).decode()
+    return json_text(value)
 
 
 def _user_messages(out: list[ChatMessage], content: str | list[Block], pending: list[str], path: str) -> None:

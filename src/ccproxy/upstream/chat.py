@@ -9,7 +9,7 @@ import msgspec
 import orjson
 
 from .._native import SSEDecoder
-from ..errors import ProxyError, Redactor, from_upstream
+from ..errors import ProxyError, Redactor, from_upstream, invalid_request
 from ..schemas.anthropic import MessagesRequest
 from ..schemas.openai_chat import decode_completion
 from ..tokens import estimate_tokens
@@ -119,7 +119,10 @@ class ChatUpstream:
             await resp.close()
 
     async def _send(self, req: MessagesRequest, exchange: Exchange) -> UpstreamResponse:
-        body = orjson.dumps(build_chat_request(req, exchange.route))
+        try:
+            body = orjson.dumps(build_chat_request(req, exchange.route))
+        except orjson.JSONEncodeError as exc:  # e.g. max_tokens beyond 64 bits
+            raise invalid_request(f"request has a value that cannot be sent upstream: {exc}") from None
         resp = await self.client.send(self.url, self.headers, body)
         exchange.upstream_status = resp.status
         return resp
