@@ -1,52 +1,48 @@
-"""The ASGI application: a routes table, request handlers, and the lifespan.
+"""The application: a routes table, request handlers, the lifespan, and the logs.
 
-``create_app(settings)`` builds it; Granian loads ``create_app_from_env`` as a factory in
-each worker process. Every response a client sees is either the success body or an
-Anthropic error envelope with a ``request-id`` header; nothing escapes as a bare 500.
+``create_app(settings)`` builds it; Granian loads ``create_app_from_env`` as a factory in each
+worker process. The object speaks RSGI (``__rsgi__``, the default) and ASGI (``__call__``); the
+interface plumbing is in ``serving.py``. Every response a client sees is either the success body
+or an Anthropic error envelope with a ``request-id`` header; nothing escapes as a bare 500.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 import orjson
 
-from . import __version__, _native, tokens
+from . import __version__, tokens
 from .config import Settings
 from .errors import ProxyError, Redactor, error_body, invalid_request
 from .logs import JsonLinesWriter, setup_logging
 from .routing import Router
 from .schemas.anthropic import decode_count_tokens_request, decode_messages_request
+from .serving import (
+    ClientDisconnected,
+    Request,
+    Response,
+    StreamResponse,
+    asgi_lifespan,
+    serve_asgi,
+    serve_rsgi,
+)
 from .translate.chat_response import PING_EVENT, error_event
 from .upstream.base import Exchange, Upstream
 from .upstream.chat import ChatUpstream
-from .upstream.client import HttpxClient
+from .upstream.client import create_client
 
 log = logging.getLogger("ccproxy.app")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Handler = Callable[[Scope, Receive, Send, str], Awaitable[None]]
-
-JSON_HEADERS = [(b"content-type", b"application/json")]
-SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
+Handler = Callable[[Request], Awaitable["Response | StreamResponse"]]
 TOKENS_INLINE_LIMIT = 64 * 1024  # larger count_tokens bodies are encoded off the event loop
-
-
-class ClientDisconnected(Exception):
-    pass
 
 
 class ProxyApp:
@@ -63,6 +59,9 @@ class ProxyApp:
         self.request_log: JsonLinesWriter | None = None
         self.error_log: JsonLinesWriter | None = None
         self.in_flight = 0
+        # Request ids: unique per process without a syscall per request.
+        self._ids = itertools.count(1)
+        self._id_prefix = "req_" + os.urandom(6).hex()
         self.routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/messages"): self.messages,
             ("POST", "/v1/messages/count_tokens"): self.count_tokens,
@@ -80,60 +79,29 @@ class ProxyApp:
     def upstream(self) -> Upstream:
         if self._upstream is None:  # created lazily so it binds to the serving event loop
             s = self.settings
-            client = HttpxClient(s.connect_timeout, s.read_timeout)
+            client = create_client(s.http_client, s.connect_timeout, s.read_timeout)
             self._upstream = ChatUpstream(client, s.base_url, s.api_key, s.api_key_env, self.redact)
         return self._upstream
 
-    # --- ASGI entry -------------------------------------------------------------------------
+    def new_request_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):012x}"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await self.http(scope, receive, send)
-        elif kind == "lifespan":
-            await self.lifespan(receive, send)
+    # --- interfaces -------------------------------------------------------------------------
 
-    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request_id = "req_" + os.urandom(12).hex()
-        path = scope["path"]
-        if len(path) > 1 and path.endswith("/"):
-            path = path.rstrip("/")
-        method = scope["method"]
-        handler = self.routes.get((method, path))
-        try:
-            if handler is None:
-                if path.startswith("/v1/models/") and method == "GET":
-                    handler = self.model
-                elif path in self._paths:
-                    raise ProxyError(405, f"method {method} is not allowed for {path}")
-                else:
-                    raise ProxyError(404, f"not found: {method} {path}", "not_found_error")
-            await handler(scope, receive, send, request_id)
-        except ProxyError as exc:
-            if not scope.get("ccproxy.started"):
-                await send_error(send, exc, request_id, head=method == "HEAD")
-        except ClientDisconnected:
-            pass
-        except Exception as exc:  # a bug: report it as an envelope, never as a traceback page
-            log.exception("unhandled error in %s %s", method, path)
-            self.log_error(request_id, path, "api_error", f"internal error: {type(exc).__name__}")
-            if not scope.get("ccproxy.started"):
-                await send_error(send, ProxyError(500, "internal proxy error", "api_error"), request_id)
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        await serve_rsgi(self.handle, self.new_request_id, scope, proto)
 
-    async def lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.startup()
-                except Exception as exc:
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.run_until_complete(self.startup())
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.run_until_complete(self.shutdown())
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await serve_asgi(self.handle, self.new_request_id, scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await asgi_lifespan(self.startup, self.shutdown, receive, send)
 
     async def startup(self) -> None:
         s = self.settings
@@ -151,142 +119,111 @@ class ProxyApp:
             if writer is not None:
                 await asyncio.to_thread(writer.close)
 
+    # --- dispatch ---------------------------------------------------------------------------
+
+    async def handle(self, req: Request) -> Response | StreamResponse:
+        path = req.path
+        if len(path) > 1 and path.endswith("/"):
+            path = path.rstrip("/")
+        handler = self.routes.get((req.method, path))
+        try:
+            if handler is None:
+                if path.startswith("/v1/models/") and req.method == "GET":
+                    handler = self.model
+                elif path in self._paths:
+                    raise ProxyError(405, f"method {req.method} is not allowed for {path}")
+                else:
+                    raise ProxyError(404, f"not found: {req.method} {path}", "not_found_error")
+            return await handler(req)
+        except ProxyError as exc:
+            return error_response(exc, req.request_id)
+        except ClientDisconnected:
+            return Response(499, b"")
+        except Exception as exc:  # a bug: report it as an envelope, never as a traceback page
+            log.exception("unhandled error in %s %s", req.method, path)
+            self.log_error(req.request_id, path, "api_error", f"internal error: {type(exc).__name__}")
+            return error_response(ProxyError(500, "internal proxy error", "api_error"), req.request_id)
+
     # --- handlers ---------------------------------------------------------------------------
 
-    async def messages(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+    async def messages(self, req: Request) -> Response | StreamResponse:
         started = time.perf_counter()
-        body = await read_body(receive, self.settings.max_request_bytes)
-        req = decode(decode_messages_request, body)
-        if not req.messages:
+        body = await req.body(self.settings.max_request_bytes)
+        parsed = decode(decode_messages_request, body)
+        if not parsed.messages:
             raise invalid_request("messages: at least one message is required")
-        if req.max_tokens < 1:
+        if parsed.max_tokens < 1:
             raise invalid_request("max_tokens: must be at least 1")
-        exchange = Exchange(request_id, self.router.route(req.model), len(body), req.stream)
+        exchange = Exchange(req.request_id, self.router.route(parsed.model), len(body), parsed.stream)
         self.in_flight += 1
         try:
-            if req.stream:
-                events = await self.upstream.open_stream(req, exchange)
-                await self.stream(scope, send, receive, events, request_id)
+            if parsed.stream:
+                events = await self.upstream.open_stream(parsed, exchange)
             else:
-                message = await self.upstream.create(req, exchange)
-                await send_json(send, 200, orjson.dumps(message), request_id)
+                message = await self.upstream.create(parsed, exchange)
         except ProxyError as exc:
-            exchange.status, exchange.error_type, exchange.error_message = (
-                exc.status,
-                exc.error_type,
-                exc.message,
-            )
+            self.in_flight -= 1
+            exchange.status, exchange.error_type, exchange.error_message = exc.status, exc.error_type, exc.message
+            self.log_request(exchange, started)
             raise
-        except ClientDisconnected:
+        except BaseException:
+            self.in_flight -= 1
             exchange.status, exchange.error_type = 499, "client_disconnected"
+            self.log_request(exchange, started)
             raise
-        finally:
+        if not parsed.stream:
             self.in_flight -= 1
             self.log_request(exchange, started)
+            return Response(200, orjson.dumps(message))
 
-    async def stream(
-        self, scope: Scope, send: Send, receive: Receive, events: AsyncIterator[bytes], request_id: str
-    ) -> None:
-        """Relay SSE bytes; ping when idle; stop the upstream as soon as the client leaves."""
-        lock = asyncio.Lock()
-        loop = asyncio.get_running_loop()
-        last_sent = loop.time()
-        interval = self.settings.ping_interval
-        current = asyncio.current_task()
-        gone = relaying = False
+        def on_close(outcome: BaseException | None) -> None:
+            self.in_flight -= 1
+            if isinstance(outcome, ClientDisconnected):
+                exchange.status, exchange.error_type = 499, "client_disconnected"
+            elif outcome is not None:
+                exchange.error_type = "api_error"
+                exchange.error_message = f"stream failed: {type(outcome).__name__}"
+            self.log_request(exchange, started)
 
-        async def keepalive() -> None:
-            nonlocal last_sent
-            while True:
-                await asyncio.sleep(max(0.0, last_sent + interval - loop.time()))
-                if loop.time() - last_sent >= interval:
-                    async with lock:
-                        await send({"type": "http.response.body", "body": PING_EVENT, "more_body": True})
-                    last_sent = loop.time()
+        return StreamResponse(
+            events,
+            on_close,
+            ping=PING_EVENT,
+            ping_interval=self.settings.ping_interval,
+            on_error=lambda exc: error_event("api_error", "internal proxy error"),
+        )
 
-        async def watch_disconnect() -> None:
-            nonlocal gone
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            gone = True
-            if relaying and current is not None:
-                current.cancel()
-
-        headers = [*SSE_HEADERS, (b"request-id", request_id.encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        scope["ccproxy.started"] = True
-        helpers = [asyncio.create_task(keepalive()), asyncio.create_task(watch_disconnect())]
-        relaying = True
-        try:
-            try:
-                async for chunk in events:
-                    async with lock:
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    last_sent = loop.time()
-            except asyncio.CancelledError:
-                relaying = False
-                if gone:
-                    raise ClientDisconnected from None
-                raise
-            except Exception as exc:  # a bug while translating: end the stream honestly
-                log.exception("stream failed")
-                self.log_error(request_id, "/v1/messages", "api_error", f"stream failed: {type(exc).__name__}")
-                async with lock:
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": error_event("api_error", "internal proxy error"),
-                            "more_body": True,
-                        }
-                    )
-            relaying = False
-            async with lock:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            for task in helpers:
-                task.cancel()
-            with contextlib.suppress(Exception):
-                await events.aclose()  # type: ignore[attr-defined]
-
-    async def count_tokens(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        body = await read_body(receive, self.settings.max_request_bytes)
-        req = decode(decode_count_tokens_request, body)
+    async def count_tokens(self, req: Request) -> Response:
+        body = await req.body(self.settings.max_request_bytes)
+        parsed = decode(decode_count_tokens_request, body)
         if len(body) > TOKENS_INLINE_LIMIT:
-            count = await asyncio.to_thread(tokens.count_request, req)
+            count = await asyncio.to_thread(tokens.count_request, parsed)
         else:
-            count = tokens.count_request(req)
-        await send_json(send, 200, orjson.dumps({"input_tokens": count}), request_id)
+            count = tokens.count_request(parsed)
+        return Response(200, orjson.dumps({"input_tokens": count}))
 
-    async def models(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+    async def models(self, req: Request) -> Response:
         data = self.router.models()
-        body = {
-            "data": data,
-            "has_more": False,
-            "first_id": data[0]["id"],
-            "last_id": data[-1]["id"],
-        }
-        await send_json(send, 200, orjson.dumps(body), request_id)
+        body = {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}
+        return Response(200, orjson.dumps(body))
 
-    async def model(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        model_id = scope["path"].rstrip("/").rsplit("/", 1)[-1]
+    async def model(self, req: Request) -> Response:
+        model_id = req.path.rstrip("/").rsplit("/", 1)[-1]
         for entry in self.router.models():
             if entry["id"] == model_id:
-                await send_json(send, 200, orjson.dumps(entry), request_id)
-                return
+                return Response(200, orjson.dumps(entry))
         raise ProxyError(404, f"model: {model_id}", "not_found_error")
 
-    async def root(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        body = orjson.dumps({"status": "ok", "service": "ccproxy", "version": __version__})
-        await send_json(send, 200, body, request_id, head=scope["method"] == "HEAD")
+    async def root(self, req: Request) -> Response:
+        return Response(200, orjson.dumps({"status": "ok", "service": "ccproxy", "version": __version__}))
 
-    async def health(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        await send_json(send, 200, b'{"status":"ok"}', request_id, head=scope["method"] == "HEAD")
+    async def health(self, req: Request) -> Response:
+        return Response(200, b'{"status":"ok"}')
 
-    async def livez(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        body = orjson.dumps({"status": "ok", "in_flight": self.in_flight, "draining": False})
-        await send_json(send, 200, body, request_id)
+    async def livez(self, req: Request) -> Response:
+        return Response(200, orjson.dumps({"status": "ok", "in_flight": self.in_flight, "draining": False}))
 
-    async def chat_completions(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+    async def chat_completions(self, req: Request) -> Response:
         raise invalid_request(
             "this is an Anthropic Messages API proxy: POST /v1/messages instead of "
             "/v1/chat/completions (it translates to the OpenAI upstream itself)"
@@ -295,30 +232,25 @@ class ProxyApp:
     # --- logs -------------------------------------------------------------------------------
 
     def log_request(self, exchange: Exchange, started: float) -> None:
-        if self.request_log is None:
-            return
-        record = {
-            "ts": time.time(),
-            "request_id": exchange.request_id,
-            "model": exchange.route.requested_model,
-            "upstream_model": exchange.route.upstream_model,
-            "stream": exchange.stream,
-            "status": exchange.status,
-            "upstream_status": exchange.upstream_status,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-            "request_bytes": exchange.body_size,
-            "stop_reason": exchange.stop_reason,
-            "usage": exchange.usage or None,
-            "error_type": exchange.error_type,
-        }
-        self.request_log.write(record)
-        if exchange.error_type and exchange.error_type != "client_disconnected":
-            self.log_error(
-                exchange.request_id,
-                "/v1/messages",
-                exchange.error_type,
-                exchange.error_message or "",
+        if self.request_log is not None:
+            self.request_log.write(
+                {
+                    "ts": time.time(),
+                    "request_id": exchange.request_id,
+                    "model": exchange.route.requested_model,
+                    "upstream_model": exchange.route.upstream_model,
+                    "stream": exchange.stream,
+                    "status": exchange.status,
+                    "upstream_status": exchange.upstream_status,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "request_bytes": exchange.body_size,
+                    "stop_reason": exchange.stop_reason,
+                    "usage": exchange.usage or None,
+                    "error_type": exchange.error_type,
+                }
             )
+        if exchange.error_type and exchange.error_type != "client_disconnected":
+            self.log_error(exchange.request_id, "/v1/messages", exchange.error_type, exchange.error_message or "")
 
     def log_error(self, request_id: str, path: str, error_type: str, message: str) -> None:
         if self.error_log is not None:
@@ -333,7 +265,11 @@ class ProxyApp:
             )
 
 
-# --- ASGI helpers ---------------------------------------------------------------------------
+def error_response(exc: ProxyError, request_id: str) -> Response:
+    headers = list(exc.headers)
+    if exc.error_type == "overloaded_error" or exc.status >= 500:
+        headers.append(("x-should-retry", "true"))
+    return Response(exc.status, error_body(exc.error_type, exc.message, request_id), headers)
 
 
 def decode(decoder: Callable[[bytes], Any], body: bytes) -> Any:
@@ -357,48 +293,6 @@ def _validation_message(text: str) -> str:
     return text
 
 
-async def read_body(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise ProxyError(413, f"request body is larger than {limit} bytes", "request_too_large")
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def send_json(send: Send, status: int, body: bytes, request_id: str, head: bool = False) -> None:
-    headers = [
-        *JSON_HEADERS,
-        (b"request-id", request_id.encode()),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
-
-
-async def send_error(send: Send, exc: ProxyError, request_id: str, head: bool = False) -> None:
-    body = error_body(exc.error_type, exc.message, request_id)
-    headers = [
-        *JSON_HEADERS,
-        (b"request-id", request_id.encode()),
-        (b"content-length", str(len(body)).encode()),
-        *((k.encode(), v.encode()) for k, v in exc.headers),
-    ]
-    if exc.error_type == "overloaded_error" or exc.status >= 500:
-        headers.append((b"x-should-retry", b"true"))
-    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
-
-
 def create_app(settings: Settings, upstream: Upstream | None = None) -> ProxyApp:
     setup_logging(settings.log_level)
     return ProxyApp(settings, upstream)
@@ -407,6 +301,3 @@ def create_app(settings: Settings, upstream: Upstream | None = None) -> ProxyApp
 def create_app_from_env() -> ProxyApp:
     """Granian's factory target: each worker builds its app from the environment."""
     return create_app(Settings.from_env())
-
-
-__all__ = ["ProxyApp", "_native", "create_app", "create_app_from_env"]

@@ -56,7 +56,7 @@ def serve(settings: Settings) -> int:
         factory=True,
         address=settings.host,
         port=settings.port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces.RSGI if settings.interface == "rsgi" else Interfaces.ASGI,
         workers=settings.workers,
         log_level=settings.log_level.lower(),  # type: ignore[arg-type]
     )

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .upstream.client import CLIENTS
+
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -65,6 +67,8 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds the upstream may stay silent (first byte and between chunks)",
     ),
     Setting("CCPROXY_PING_INTERVAL", "15", "seconds of stream silence after which a ping event is sent"),
+    Setting("CCPROXY_INTERFACE", "rsgi", "Granian interface: rsgi (faster) or asgi"),
+    Setting("CCPROXY_HTTP_CLIENT", "aiohttp", "upstream HTTP client: aiohttp, httpx, httpx-http2 or pyreqwest"),
     Setting("CCPROXY_MAX_REQUEST_BYTES", "33554432", "largest accepted request body (413 above)"),
     Setting("CCPROXY_ENABLE_CYTHON", "true", "use the compiled native modules when built"),
 )
@@ -91,6 +95,8 @@ class Settings:
     read_timeout: float = 600.0
     ping_interval: float = 15.0
     max_request_bytes: int = 32 * 1024 * 1024
+    http_client: str = "aiohttp"
+    interface: str = "rsgi"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -125,6 +131,12 @@ class Settings:
         except re.error as exc:
             raise ConfigError(f"REASONING_MODEL_PATTERN is not a valid regex: {exc}") from None
         limit = _number(get, "MAX_TOKENS_LIMIT", None, int, 1)
+        interface = (get("CCPROXY_INTERFACE") or "rsgi").lower()
+        if interface not in ("rsgi", "asgi"):
+            raise ConfigError(f"CCPROXY_INTERFACE must be rsgi or asgi, got {interface!r}")
+        http_client = (get("CCPROXY_HTTP_CLIENT") or "aiohttp").lower()
+        if http_client not in CLIENTS:
+            raise ConfigError(f"CCPROXY_HTTP_CLIENT must be one of {', '.join(CLIENTS)}, got {http_client!r}")
         return cls(
             api_key=api_key,
             api_key_env=api_key_env,
@@ -145,6 +157,8 @@ class Settings:
             read_timeout=_number(get, "CCPROXY_READ_TIMEOUT", "600", float, 0.1),
             ping_interval=_number(get, "CCPROXY_PING_INTERVAL", "15", float, 0.05),
             max_request_bytes=_number(get, "CCPROXY_MAX_REQUEST_BYTES", "33554432", int, 1024),
+            http_client=http_client,
+            interface=interface,
         )
 
     def describe(self) -> str:

@@ -1,0 +1,457 @@
+"""The load benchmark (BENCHMARKS.md): CCProxy against a bare pass-through hop, in one run.
+
+    python benchmarks/run_load.py                 # full run, ~4 minutes; table + JSON
+    python benchmarks/run_load.py --clients all   # upstream HTTP client comparison (docs/benchmarks.md)
+    python benchmarks/run_load.py --quick         # short smoke run
+
+Layout: the proxy (and the floor) pinned to core 0 with one worker; the mock upstream, wrk and
+this script on core 1. Every figure is compared with references measured in the same run:
+``direct`` (wrk → mock) and ``floor`` (wrk → benchmarks/floor.py → mock). Medians of --reps
+repetitions. Needs ``wrk`` (Debian package ``wrk``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "claude-code" / "sonnet-thinking-write-turn2.json"
+PROXY_CORE, LOAD_CORE = "0", "1"
+SLOW_MARK = "SLOW-READER-STREAM"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def compact(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def bodies() -> dict[str, bytes]:
+    """Anthropic request bodies: ~1 KB, and a ~100 KB Claude Code request (tools, history)."""
+    small = {
+        "model": "claude-sonnet-5",
+        "max_tokens": 1024,
+        "system": "You are a helpful assistant.",
+        "messages": [{"role": "user", "content": "Summarize the following text. " + "lorem ipsum dolor " * 50}],
+    }
+    large = json.loads(FIXTURE.read_text())["body"]
+    out = {}
+    for name, body in (("small", small), ("large", large)):
+        out[name] = compact({**body, "stream": False})
+        out[f"{name}-stream"] = compact({**body, "stream": True})
+    out["slow"] = compact({**small, "stream": True, "messages": [{"role": "user", "content": SLOW_MARK}]})
+    return out
+
+
+@dataclass
+class Service:
+    name: str
+    url: str
+    proc: subprocess.Popen
+    log: Path
+    extra: dict = field(default_factory=dict)
+
+    def pids(self) -> list[int]:
+        """The process and all its descendants (Granian's workers)."""
+        found = [self.proc.pid]
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                parts = stat.read_text().rsplit(")", 1)[1].split()
+                children.setdefault(int(parts[1]), []).append(int(stat.parent.name))
+            except (OSError, IndexError, ValueError):
+                continue
+        i = 0
+        while i < len(found):
+            found += children.get(found[i], [])
+            i += 1
+        return found
+
+    def rss_kb(self, field_name: str = "VmRSS") -> int:
+        total = 0
+        for pid in self.pids():
+            try:
+                text = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            m = re.search(rf"^{field_name}:\s+(\d+) kB", text, re.M)
+            total += int(m.group(1)) if m else 0
+        return total
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited: {log.read_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"port {port} not ready")
+
+
+def start(name: str, cmd: list[str], port: int, core: str, env: dict | None = None, path: str = "") -> Service:
+    log = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1])
+    proc = subprocess.Popen(
+        ["taskset", "-c", core, *cmd],
+        env={**os.environ, **(env or {})},
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    wait_port(port, proc, log)
+    return Service(name, f"http://127.0.0.1:{port}{path}", proc, log)
+
+
+def start_mock(chunks: int) -> Service:
+    port = free_port()
+    cmd = [sys.executable, "benchmarks/mock_openai.py", "--port", str(port), "--chunks", str(chunks)]
+    return start("mock", cmd, port, LOAD_CORE, path="/v1/chat/completions")
+
+
+def start_floor(mock: Service) -> Service:
+    port = free_port()
+    cmd = [sys.executable, "-m", "granian", "--interface", "rsgi", "--workers", "1", "--loop", "uvloop",
+           "--port", str(port), "--no-ws", "benchmarks.floor:app"]
+    return start("floor", cmd, port, PROXY_CORE, {"FLOOR_UPSTREAM": mock.url}, path="/v1/messages")
+
+
+def start_proxy(mock: Service, client: str | None = None, extra_env: dict | None = None) -> Service:
+    port = free_port()
+    data = tempfile.mkdtemp(prefix="bench-ccproxy-")
+    env = {
+        "OPENAI_API_KEY": "sk-bench",
+        "OPENAI_BASE_URL": mock.url.rsplit("/chat/completions", 1)[0],
+        "BIG_MODEL_NAME": "bench-model",
+        "SMALL_MODEL_NAME": "bench-model-small",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "1",
+        "CCPROXY_DATA_DIR": data,
+        "LOG_LEVEL": "WARNING",
+        **({"CCPROXY_HTTP_CLIENT": client} if client else {}),
+        **(extra_env or {}),
+    }
+    return start(f"proxy-{client or 'default'}", [sys.executable, "-m", "ccproxy"], port, PROXY_CORE, env,
+                 path="/v1/messages")
+
+
+# --- load generation ---------------------------------------------------------------------------
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+wrk.headers["x-api-key"] = "sk-ant-bench"
+wrk.headers["anthropic-version"] = "2023-06-01"
+local f = io.open(os.getenv("BENCH_BODY"), "rb"); wrk.body = f:read("*a"); f:close()
+"""
+
+
+def _seconds(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s|m)", text)
+    if not m:
+        return float("nan")
+    return float(m.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[m.group(2)]
+
+
+def wrk(url: str, body: bytes, connections: int, duration: float) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as bf:
+        bf.write(body)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as sf:
+        sf.write(WRK_SCRIPT)
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s", "--latency", "-s", sf.name, url],
+        env={**os.environ, "BENCH_BODY": bf.name},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(bf.name)
+    os.unlink(sf.name)
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "p50_ms": _seconds(lat.get("50", "nan")) * 1e3,
+        "p99_ms": _seconds(lat.get("99", "nan")) * 1e3,
+        "rps": rps,
+        "non_2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": errors.group(1) if errors else "",
+    }
+
+
+async def _exchange(reader, writer, request: bytes, marker: bytes) -> tuple[float, bytes]:
+    """One keep-alive request; returns (seconds to the first content byte, whole body)."""
+    t0 = time.perf_counter()
+    writer.write(request)
+    buf = b""
+    first = None
+    while True:
+        data = await reader.read(65536)
+        if not data:
+            raise ConnectionError("closed")
+        buf += data
+        if first is None and marker in buf:
+            first = time.perf_counter() - t0
+        if buf.endswith(b"0\r\n\r\n") or (b"content-length:" in buf.lower() and _complete(buf)):
+            return (first if first is not None else time.perf_counter() - t0), buf
+
+
+def _complete(buf: bytes) -> bool:
+    head, sep, body = buf.partition(b"\r\n\r\n")
+    m = re.search(rb"content-length:\s*(\d+)", head, re.I)
+    return bool(sep and m and len(body) >= int(m.group(1)))
+
+
+def _request(url: str, body: bytes) -> bytes:
+    path = "/" + url.split("/", 3)[3]
+    host = url.split("/")[2]
+    return (
+        f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def ttfb(url: str, body: bytes, marker: bytes, n: int) -> dict:
+    """Time to the first content delta of a streamed answer, c=1, sequential keep-alive requests."""
+
+    async def run() -> dict:
+        host, port = url.split("/")[2].split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        request = _request(url, body)
+        times = []
+        events = 0
+        for i in range(n + 20):
+            t, whole = await _exchange(reader, writer, request, marker)
+            if i >= 20:  # warm-up
+                times.append(t)
+            events = whole.count(b"\n\n") - 1  # SSE events (minus the header separator)
+        writer.close()
+        times.sort()
+        return {"p50_ms": times[len(times) // 2] * 1e3, "p99_ms": times[int(len(times) * 0.99)] * 1e3,
+                "events_per_stream": events}
+
+    return asyncio.run(run())
+
+
+def slow_reader(service: Service, body: bytes, seconds: float, rate: int) -> dict:
+    """One client reading a very long stream at ``rate`` bytes/s; the proxy's RSS is sampled."""
+
+    async def run() -> dict:
+        host, port = service.url.split("/")[2].split(":")
+        reader, writer = await asyncio.open_connection(host, int(port), limit=16384)
+        writer.transport.set_write_buffer_limits(0)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        writer.write(_request(service.url, body))
+        samples = []
+        read = 0
+        start_rss = service.rss_kb()
+        t0 = time.monotonic()
+        next_sample = t0
+        while time.monotonic() - t0 < seconds:
+            data = await reader.read(rate // 20)
+            if not data:
+                break
+            read += len(data)
+            await asyncio.sleep(0.05)
+            if time.monotonic() >= next_sample:
+                samples.append(service.rss_kb())
+                next_sample += 0.5
+        writer.close()
+        return {
+            "read_bytes": read,
+            "rss_start_mb": start_rss / 1024,
+            "rss_max_mb": max(samples) / 1024,
+            "rss_end_mb": samples[-1] / 1024,
+            "growth_mb": (max(samples) - samples[0]) / 1024,
+        }
+
+    return asyncio.run(run())
+
+
+# --- the runs ----------------------------------------------------------------------------------
+
+
+def median_of(runs: list[dict]) -> dict:
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float))]
+    return {k: statistics.median(run[k] for run in runs) for k in keys}
+
+
+def measure(targets: dict[str, Service], body: bytes, connections: int, duration: float, reps: int) -> dict:
+    results: dict[str, list[dict]] = {name: [] for name in targets}
+    for _ in range(reps):
+        for name, service in targets.items():  # interleaved, so drift hits every target alike
+            results[name].append(wrk(service.url, body, connections, duration))
+    return {name: median_of(runs) for name, runs in results.items()}
+
+
+def full_run(args: argparse.Namespace) -> dict:
+    b = bodies()
+    mock = start_mock(args.chunks)
+    floor = start_floor(mock)
+    proxy = start_proxy(mock, args.client)
+    services = [mock, floor, proxy]
+    report: dict = {"config": {"reps": args.reps, "chunks": args.chunks, "client": args.client or "default",
+                               "small_bytes": len(b["small"]), "large_bytes": len(b["large"])}}
+    try:
+        targets = {"direct": mock, "floor": floor, "proxy": proxy}
+        for name in ("small", "large", "small-stream"):
+            measure(targets, b[name], 8, 1.0, 1)  # warm-up
+        for size in ("small", "large"):
+            lat = measure(targets, b[size], 1, args.latency_seconds, args.reps)
+            thr = measure(targets, b[size], 32, args.throughput_seconds, args.reps)
+            direct = lat["direct"]
+            report[f"latency_{size}"] = {
+                name: {**lat[name], "added_p50_ms": lat[name]["p50_ms"] - direct["p50_ms"],
+                       "added_p99_ms": lat[name]["p99_ms"] - direct["p99_ms"]}
+                for name in ("floor", "proxy")
+            } | {"direct": direct}
+            report[f"throughput_{size}"] = {name: thr[name] for name in targets} | {
+                "ratio_proxy_floor": thr["proxy"]["rps"] / thr["floor"]["rps"]}
+        # streaming: time to the first content delta at c=1, and events/s at c=32
+        marks = {"direct": b'"content":"tok', "floor": b'"content":"tok', "proxy": b"text_delta"}
+        tt = {name: [] for name in targets}
+        for _ in range(args.reps):
+            for name, service in targets.items():
+                tt[name].append(ttfb(service.url, b["small-stream"], marks[name], args.ttfb_requests))
+        ttfb_m = {name: median_of(runs) for name, runs in tt.items()}
+        report["stream_ttfb"] = ttfb_m | {
+            "added_vs_floor_ms": ttfb_m["proxy"]["p50_ms"] - ttfb_m["floor"]["p50_ms"]}
+        sthr = measure(targets, b["small-stream"], 32, args.throughput_seconds, args.reps)
+        report["stream_throughput"] = {
+            name: {**sthr[name], "events_per_s": sthr[name]["rps"] * ttfb_m[name]["events_per_stream"]}
+            for name in targets
+        }
+        # memory: c=256 on the large request and on streams, then one slow reader
+        for name, body in (("large", b["large"]), ("stream", b["small-stream"])):
+            wrk(proxy.url, body, 256, args.throughput_seconds)
+        report["memory"] = {"proxy_peak_rss_mb_c256": proxy.rss_kb("VmHWM") / 1024,
+                            "floor_peak_rss_mb": floor.rss_kb("VmHWM") / 1024}
+        report["slow_reader"] = {name: slow_reader(s, b["slow"], args.slow_seconds, 64 * 1024)
+                                 for name, s in (("floor", floor), ("proxy", proxy))}
+    finally:
+        for s in services:
+            s.stop()
+    return report
+
+
+def client_run(args: argparse.Namespace) -> dict:
+    from ccproxy.upstream.client import CLIENTS
+
+    kinds = CLIENTS if args.clients == "all" else args.clients.split(",")
+    b = bodies()
+    mock = start_mock(args.chunks)
+    floor = start_floor(mock)
+    report: dict = {"config": {"reps": args.reps}, "clients": {}}
+    try:
+        proxies = {kind: start_proxy(mock, kind) for kind in kinds}
+        targets = {"direct": mock, "floor": floor, **proxies}
+        measure(targets, b["small"], 8, 1.0, 1)
+        for conns in (1, 32, 64):
+            for size in ("small", "small-stream"):
+                res = measure(targets, b[size], conns, args.throughput_seconds, args.reps)
+                report["clients"][f"{size} c={conns}"] = res
+        for s in proxies.values():
+            s.stop()
+    finally:
+        mock.stop()
+        floor.stop()
+    return report
+
+
+def print_full(report: dict) -> None:
+    rows = []
+    for size in ("small", "large"):
+        lat, thr = report[f"latency_{size}"], report[f"throughput_{size}"]
+        f_add, p_add = lat["floor"]["added_p50_ms"], lat["proxy"]["added_p50_ms"]
+        rows.append((f"added p50, c=1, {size}", f"{p_add:.3f} ms", f"floor {f_add:.3f} ms",
+                     f"{p_add / f_add:.2f}x floor", "<= 1.5x"))
+        rows.append((f"added p99, c=1, {size}", f"{lat['proxy']['added_p99_ms']:.3f} ms",
+                     f"floor {lat['floor']['added_p99_ms']:.3f} ms", "", "<= 2 ms"))
+        rows.append((f"req/s, c=32, {size}", f"{thr['proxy']['rps']:.0f}", f"floor {thr['floor']['rps']:.0f}",
+                     f"{thr['ratio_proxy_floor']:.2f}x floor", ">= 0.6x"))
+    st, sthr = report["stream_ttfb"], report["stream_throughput"]
+    rows.append(("stream TTFB (first delta), c=1", f"{st['proxy']['p50_ms']:.3f} ms",
+                 f"floor {st['floor']['p50_ms']:.3f} ms", f"+{st['added_vs_floor_ms']:.3f} ms", "<= +1 ms"))
+    rows.append(("stream events/s, c=32", f"{sthr['proxy']['events_per_s']:.0f}",
+                 f"floor {sthr['floor']['events_per_s']:.0f}", f"{sthr['proxy']['rps']:.0f} streams/s", ">= 100k"))
+    mem, slow = report["memory"], report["slow_reader"]
+    rows.append(("peak RSS, c=256", f"{mem['proxy_peak_rss_mb_c256']:.1f} MB",
+                 f"floor {mem['floor_peak_rss_mb']:.1f} MB", "", "<= 150 MB"))
+    rows.append(("RSS growth, slow reader", f"{slow['proxy']['growth_mb']:.1f} MB",
+                 f"floor {slow['floor']['growth_mb']:.1f} MB",
+                 f"read {slow['proxy']['read_bytes'] / 1e6:.1f} MB", "flat"))
+    rows.append(("direct (mock) req/s, c=32, small", f"{report['throughput_small']['direct']['rps']:.0f}", "", "", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    header = ("figure", "proxy", "reference", "ratio", "goal")
+    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
+    for row in (header, *rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def print_clients(report: dict) -> None:
+    for workload, res in report["clients"].items():
+        print(f"\n{workload}")
+        for name, r in res.items():
+            print(f"  {name:12s} {r['rps']:9.0f} req/s   p50 {r['p50_ms']:7.3f} ms   p99 {r['p99_ms']:7.3f} ms")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--chunks", type=int, default=200, help="content chunks per mock stream")
+    parser.add_argument("--latency-seconds", type=float, default=4.0)
+    parser.add_argument("--throughput-seconds", type=float, default=5.0)
+    parser.add_argument("--ttfb-requests", type=int, default=300)
+    parser.add_argument("--slow-seconds", type=float, default=8.0)
+    parser.add_argument("--client", help="CCPROXY_HTTP_CLIENT for the proxy (default: the proxy's default)")
+    parser.add_argument("--clients", help="compare upstream clients instead: 'all' or a comma list")
+    parser.add_argument("--quick", action="store_true", help="one short repetition of everything")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load-latest.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.reps, args.latency_seconds, args.throughput_seconds = 1, 1.5, 2.0
+        args.ttfb_requests, args.slow_seconds = 60, 3.0
+    if shutil.which("wrk") is None:
+        print("wrk is required (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+    os.sched_setaffinity(0, {int(LOAD_CORE)})
+    started = time.time()
+    report = client_run(args) if args.clients else full_run(args)
+    report["seconds"] = round(time.time() - started, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    (print_clients if args.clients else print_full)(report)
+    print(f"\n{report['seconds']} s; results in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
