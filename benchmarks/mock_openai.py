@@ -52,7 +52,11 @@ def sse_events(n: int, text: str) -> list[bytes]:
     events = [chunk({"role": "assistant", "content": ""})]
     events += [chunk({"content": text}) for _ in range(n)]
     events.append(chunk({}, "stop"))
-    usage = {**chunk({}), "choices": [], "usage": {"prompt_tokens": 1200, "completion_tokens": n, "total_tokens": 1200 + n}}
+    usage = {
+        **chunk({}),
+        "choices": [],
+        "usage": {"prompt_tokens": 1200, "completion_tokens": n, "total_tokens": 1200 + n},
+    }
     events.append(usage)
     out = [b"data: " + json.dumps(e, separators=(",", ":")).encode() + b"\n\n" for e in events]
     out.append(b"data: [DONE]\n\n")
@@ -83,6 +87,7 @@ class MockProtocol(asyncio.Protocol):
         self.plain, self.stream, self.big = responses
         self.buf = b""
         self.transport: asyncio.Transport | None = None
+        self.big_task: asyncio.Future | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -106,7 +111,7 @@ class MockProtocol(asyncio.Protocol):
             body = self.buf[end + 4 : total]
             self.buf = self.buf[total:]
             if BIG_MARK in body:
-                asyncio.ensure_future(self.send_big())
+                self.big_task = asyncio.ensure_future(self.send_big())
             elif STREAM_MARK in body:
                 self.transport.write(self.stream)  # type: ignore[union-attr]
             else:

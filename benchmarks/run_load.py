@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -95,6 +96,12 @@ class Service:
             total += int(m.group(1)) if m else 0
         return total
 
+    def reset_peak(self) -> None:
+        """Restart VmHWM from the current RSS (Linux: clear_refs 5)."""
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -135,11 +142,26 @@ def start_mock(chunks: int) -> Service:
     return start("mock", cmd, port, LOAD_CORE, path="/v1/chat/completions")
 
 
-def start_floor(mock: Service) -> Service:
+def start_floor(mock: Service, interface: str = "rsgi") -> Service:
     port = free_port()
-    cmd = [sys.executable, "-m", "granian", "--interface", "rsgi", "--workers", "1", "--loop", "uvloop",
-           "--port", str(port), "--no-ws", "benchmarks.floor:app"]
-    return start("floor", cmd, port, PROXY_CORE, {"FLOOR_UPSTREAM": mock.url}, path="/v1/messages")
+    target = "benchmarks.floor:app" if interface == "rsgi" else "benchmarks.floor:asgi_app"
+    cmd = [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        interface,
+        "--workers",
+        "1",
+        "--loop",
+        "uvloop",
+        "--port",
+        str(port),
+        "--no-ws",
+        target,
+    ]
+    name = "floor" if interface == "rsgi" else "floor_asgi"
+    return start(name, cmd, port, PROXY_CORE, {"FLOOR_UPSTREAM": mock.url}, path="/v1/messages")
 
 
 def start_proxy(mock: Service, client: str | None = None, extra_env: dict | None = None) -> Service:
@@ -157,8 +179,9 @@ def start_proxy(mock: Service, client: str | None = None, extra_env: dict | None
         **({"CCPROXY_HTTP_CLIENT": client} if client else {}),
         **(extra_env or {}),
     }
-    return start(f"proxy-{client or 'default'}", [sys.executable, "-m", "ccproxy"], port, PROXY_CORE, env,
-                 path="/v1/messages")
+    return start(
+        f"proxy-{client or 'default'}", [sys.executable, "-m", "ccproxy"], port, PROXY_CORE, env, path="/v1/messages"
+    )
 
 
 # --- load generation ---------------------------------------------------------------------------
@@ -185,7 +208,18 @@ def wrk(url: str, body: bytes, connections: int, duration: float) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as sf:
         sf.write(WRK_SCRIPT)
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s", "--latency", "-s", sf.name, url],
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--timeout",
+            "10s",
+            "--latency",
+            "-s",
+            sf.name,
+            url,
+        ],
         env={**os.environ, "BENCH_BODY": bf.name},
         capture_output=True,
         text=True,
@@ -233,8 +267,7 @@ def _request(url: str, body: bytes) -> bytes:
     path = "/" + url.split("/", 3)[3]
     host = url.split("/")[2]
     return (
-        f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\n\r\n"
+        f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
     ).encode() + body
 
 
@@ -254,8 +287,11 @@ def ttfb(url: str, body: bytes, marker: bytes, n: int) -> dict:
             events = whole.count(b"\n\n") - 1  # SSE events (minus the header separator)
         writer.close()
         times.sort()
-        return {"p50_ms": times[len(times) // 2] * 1e3, "p99_ms": times[int(len(times) * 0.99)] * 1e3,
-                "events_per_stream": events}
+        return {
+            "p50_ms": times[len(times) // 2] * 1e3,
+            "p99_ms": times[int(len(times) * 0.99)] * 1e3,
+            "events_per_stream": events,
+        }
 
     return asyncio.run(run())
 
@@ -290,7 +326,7 @@ def slow_reader(service: Service, body: bytes, seconds: float, rate: int) -> dic
             "rss_start_mb": start_rss / 1024,
             "rss_max_mb": max(samples) / 1024,
             "rss_end_mb": samples[-1] / 1024,
-            "growth_mb": (max(samples) - samples[0]) / 1024,
+            "growth_mb": (max(samples) - start_rss) / 1024,
         }
 
     return asyncio.run(run())
@@ -316,12 +352,20 @@ def full_run(args: argparse.Namespace) -> dict:
     b = bodies()
     mock = start_mock(args.chunks)
     floor = start_floor(mock)
-    proxy = start_proxy(mock, args.client)
-    services = [mock, floor, proxy]
-    report: dict = {"config": {"reps": args.reps, "chunks": args.chunks, "client": args.client or "default",
-                               "small_bytes": len(b["small"]), "large_bytes": len(b["large"])}}
+    floor_asgi = start_floor(mock, "asgi")
+    proxy = start_proxy(mock, args.client, {"CCPROXY_INTERFACE": args.interface} if args.interface else None)
+    services = [mock, floor, floor_asgi, proxy]
+    report: dict = {
+        "config": {
+            "reps": args.reps,
+            "chunks": args.chunks,
+            "client": args.client or "default",
+            "small_bytes": len(b["small"]),
+            "large_bytes": len(b["large"]),
+        }
+    }
     try:
-        targets = {"direct": mock, "floor": floor, "proxy": proxy}
+        targets = {"direct": mock, "floor": floor, "floor_asgi": floor_asgi, "proxy": proxy}
         for name in ("small", "large", "small-stream"):
             measure(targets, b[name], 8, 1.0, 1)  # warm-up
         for size in ("small", "large"):
@@ -329,33 +373,49 @@ def full_run(args: argparse.Namespace) -> dict:
             thr = measure(targets, b[size], 32, args.throughput_seconds, args.reps)
             direct = lat["direct"]
             report[f"latency_{size}"] = {
-                name: {**lat[name], "added_p50_ms": lat[name]["p50_ms"] - direct["p50_ms"],
-                       "added_p99_ms": lat[name]["p99_ms"] - direct["p99_ms"]}
-                for name in ("floor", "proxy")
+                name: {
+                    **lat[name],
+                    "added_p50_ms": lat[name]["p50_ms"] - direct["p50_ms"],
+                    "added_p99_ms": lat[name]["p99_ms"] - direct["p99_ms"],
+                }
+                for name in ("floor", "floor_asgi", "proxy")
             } | {"direct": direct}
             report[f"throughput_{size}"] = {name: thr[name] for name in targets} | {
-                "ratio_proxy_floor": thr["proxy"]["rps"] / thr["floor"]["rps"]}
+                "ratio_proxy_floor": thr["proxy"]["rps"] / thr["floor"]["rps"],
+                "ratio_proxy_floor_asgi": thr["proxy"]["rps"] / thr["floor_asgi"]["rps"],
+            }
         # streaming: time to the first content delta at c=1, and events/s at c=32
-        marks = {"direct": b'"content":"tok', "floor": b'"content":"tok', "proxy": b"text_delta"}
+        marks = {
+            "direct": b'"content":"tok',
+            "floor": b'"content":"tok',
+            "floor_asgi": b'"content":"tok',
+            "proxy": b"text_delta",
+        }
         tt = {name: [] for name in targets}
         for _ in range(args.reps):
             for name, service in targets.items():
                 tt[name].append(ttfb(service.url, b["small-stream"], marks[name], args.ttfb_requests))
         ttfb_m = {name: median_of(runs) for name, runs in tt.items()}
-        report["stream_ttfb"] = ttfb_m | {
-            "added_vs_floor_ms": ttfb_m["proxy"]["p50_ms"] - ttfb_m["floor"]["p50_ms"]}
+        report["stream_ttfb"] = ttfb_m | {"added_vs_floor_ms": ttfb_m["proxy"]["p50_ms"] - ttfb_m["floor"]["p50_ms"]}
         sthr = measure(targets, b["small-stream"], 32, args.throughput_seconds, args.reps)
         report["stream_throughput"] = {
             name: {**sthr[name], "events_per_s": sthr[name]["rps"] * ttfb_m[name]["events_per_stream"]}
             for name in targets
         }
-        # memory: c=256 on the large request and on streams, then one slow reader
-        for name, body in (("large", b["large"]), ("stream", b["small-stream"])):
-            wrk(proxy.url, body, 256, args.throughput_seconds)
-        report["memory"] = {"proxy_peak_rss_mb_c256": proxy.rss_kb("VmHWM") / 1024,
-                            "floor_peak_rss_mb": floor.rss_kb("VmHWM") / 1024}
-        report["slow_reader"] = {name: slow_reader(s, b["slow"], args.slow_seconds, 64 * 1024)
-                                 for name, s in (("floor", floor), ("proxy", proxy))}
+        # memory: peak RSS (all processes) during c=256 runs, per workload, then one slow reader
+        report["memory"] = {}
+        for workload in ("small", "small-stream", "large"):
+            peaks = {}
+            for name in ("floor", "floor_asgi", "proxy"):
+                service = targets[name]
+                service.reset_peak()
+                wrk(service.url, b[workload], 256, args.throughput_seconds)
+                peaks[name] = service.rss_kb("VmHWM") / 1024
+            report["memory"][f"c256_{workload}_peak_rss_mb"] = peaks
+        report["slow_reader"] = {
+            name: slow_reader(s, b["slow"], args.slow_seconds, 64 * 1024)
+            for name, s in (("floor", floor), ("floor_asgi", floor_asgi), ("proxy", proxy))
+        }
     finally:
         for s in services:
             s.stop()
@@ -391,23 +451,83 @@ def print_full(report: dict) -> None:
     for size in ("small", "large"):
         lat, thr = report[f"latency_{size}"], report[f"throughput_{size}"]
         f_add, p_add = lat["floor"]["added_p50_ms"], lat["proxy"]["added_p50_ms"]
-        rows.append((f"added p50, c=1, {size}", f"{p_add:.3f} ms", f"floor {f_add:.3f} ms",
-                     f"{p_add / f_add:.2f}x floor", "<= 1.5x"))
-        rows.append((f"added p99, c=1, {size}", f"{lat['proxy']['added_p99_ms']:.3f} ms",
-                     f"floor {lat['floor']['added_p99_ms']:.3f} ms", "", "<= 2 ms"))
-        rows.append((f"req/s, c=32, {size}", f"{thr['proxy']['rps']:.0f}", f"floor {thr['floor']['rps']:.0f}",
-                     f"{thr['ratio_proxy_floor']:.2f}x floor", ">= 0.6x"))
+        rows.append(
+            (
+                f"added p50, c=1, {size}",
+                f"{p_add:.3f} ms",
+                f"floor {f_add:.3f} ms",
+                f"{p_add / f_add:.2f}x floor",
+                "<= 1.5x",
+            )
+        )
+        rows.append(
+            (
+                f"added p99, c=1, {size}",
+                f"{lat['proxy']['added_p99_ms']:.3f} ms",
+                f"floor {lat['floor']['added_p99_ms']:.3f} ms",
+                "",
+                "<= 2 ms",
+            )
+        )
+        rows.append(
+            (
+                f"req/s, c=32, {size}",
+                f"{thr['proxy']['rps']:.0f}",
+                f"floor {thr['floor']['rps']:.0f}",
+                f"{thr['ratio_proxy_floor']:.2f}x floor",
+                ">= 0.6x",
+            )
+        )
+        a_add = lat["floor_asgi"]["added_p50_ms"]
+        rows.append(
+            (
+                f"  vs ASGI floor, {size}",
+                "",
+                f"added {a_add:.3f} ms, {thr['floor_asgi']['rps']:.0f} req/s",
+                f"{p_add / a_add:.2f}x / {thr['ratio_proxy_floor_asgi']:.2f}x",
+                "",
+            )
+        )
     st, sthr = report["stream_ttfb"], report["stream_throughput"]
-    rows.append(("stream TTFB (first delta), c=1", f"{st['proxy']['p50_ms']:.3f} ms",
-                 f"floor {st['floor']['p50_ms']:.3f} ms", f"+{st['added_vs_floor_ms']:.3f} ms", "<= +1 ms"))
-    rows.append(("stream events/s, c=32", f"{sthr['proxy']['events_per_s']:.0f}",
-                 f"floor {sthr['floor']['events_per_s']:.0f}", f"{sthr['proxy']['rps']:.0f} streams/s", ">= 100k"))
+    rows.append(
+        (
+            "stream TTFB (first delta), c=1",
+            f"{st['proxy']['p50_ms']:.3f} ms",
+            f"floor {st['floor']['p50_ms']:.3f} ms",
+            f"+{st['added_vs_floor_ms']:.3f} ms",
+            "<= +1 ms",
+        )
+    )
+    rows.append(
+        (
+            "stream events/s, c=32",
+            f"{sthr['proxy']['events_per_s']:.0f}",
+            f"floor {sthr['floor']['events_per_s']:.0f}",
+            f"{sthr['proxy']['rps']:.0f} streams/s",
+            ">= 100k",
+        )
+    )
     mem, slow = report["memory"], report["slow_reader"]
-    rows.append(("peak RSS, c=256", f"{mem['proxy_peak_rss_mb_c256']:.1f} MB",
-                 f"floor {mem['floor_peak_rss_mb']:.1f} MB", "", "<= 150 MB"))
-    rows.append(("RSS growth, slow reader", f"{slow['proxy']['growth_mb']:.1f} MB",
-                 f"floor {slow['floor']['growth_mb']:.1f} MB",
-                 f"read {slow['proxy']['read_bytes'] / 1e6:.1f} MB", "flat"))
+    for workload in ("small", "small-stream", "large"):
+        peaks = mem[f"c256_{workload}_peak_rss_mb"]
+        rows.append(
+            (
+                f"peak RSS, c=256, {workload}",
+                f"{peaks['proxy']:.1f} MB",
+                f"floor {peaks['floor']:.1f} / asgi {peaks['floor_asgi']:.1f} MB",
+                "",
+                "<= 150 MB",
+            )
+        )
+    rows.append(
+        (
+            "RSS growth, slow reader",
+            f"{slow['proxy']['growth_mb']:.1f} MB",
+            f"floor {slow['floor']['growth_mb']:.1f} / asgi {slow['floor_asgi']['growth_mb']:.1f} MB",
+            f"read {slow['proxy']['read_bytes'] / 1e6:.1f} MB",
+            "flat",
+        )
+    )
     rows.append(("direct (mock) req/s, c=32, small", f"{report['throughput_small']['direct']['rps']:.0f}", "", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     header = ("figure", "proxy", "reference", "ratio", "goal")
@@ -432,6 +552,7 @@ def main() -> int:
     parser.add_argument("--ttfb-requests", type=int, default=300)
     parser.add_argument("--slow-seconds", type=float, default=8.0)
     parser.add_argument("--client", help="CCPROXY_HTTP_CLIENT for the proxy (default: the proxy's default)")
+    parser.add_argument("--interface", choices=("asgi", "rsgi"), help="CCPROXY_INTERFACE for the proxy")
     parser.add_argument("--clients", help="compare upstream clients instead: 'all' or a comma list")
     parser.add_argument("--quick", action="store_true", help="one short repetition of everything")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load-latest.json")

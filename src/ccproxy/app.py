@@ -1,7 +1,7 @@
 """The application: a routes table, request handlers, the lifespan, and the logs.
 
 ``create_app(settings)`` builds it; Granian loads ``create_app_from_env`` as a factory in each
-worker process. The object speaks RSGI (``__rsgi__``, the default) and ASGI (``__call__``); the
+worker process. The object speaks ASGI (``__call__``, the default) and RSGI (``__rsgi__``); the
 interface plumbing is in ``serving.py``. Every response a client sees is either the success body
 or an Anthropic error envelope with a ``request-id`` header; nothing escapes as a bare 500.
 """
@@ -110,7 +110,9 @@ class ProxyApp:
         if s.error_log_file is not None:
             self.error_log = JsonLinesWriter(s.error_log_file, s.log_file_max_bytes)
         self.upstream  # noqa: B018 - create the pool inside the serving loop
-        await asyncio.to_thread(tokens.load_encoding)  # fail at start, not at first count
+        # Verify the shipped encoding now (a corrupt install fails at start); build it lazily on
+        # the first count_tokens, since it costs ~25 MB per worker that many never need.
+        await asyncio.to_thread(tokens.verify_encoding_file)
 
     async def shutdown(self) -> None:
         if self._upstream is not None:
@@ -154,13 +156,16 @@ class ProxyApp:
             raise invalid_request("messages: at least one message is required")
         if parsed.max_tokens < 1:
             raise invalid_request("max_tokens: must be at least 1")
-        exchange = Exchange(req.request_id, self.router.route(parsed.model), len(body), parsed.stream)
+        stream = parsed.stream
+        exchange = Exchange(req.request_id, self.router.route(parsed.model), len(body), stream)
+        payload = self.upstream.prepare(parsed, exchange)
+        del parsed, body  # a request can wait minutes on the upstream; keep only what it sends
         self.in_flight += 1
         try:
-            if parsed.stream:
-                events = await self.upstream.open_stream(parsed, exchange)
+            if stream:
+                events = await self.upstream.open_stream(payload, exchange)
             else:
-                message = await self.upstream.create(parsed, exchange)
+                message = await self.upstream.create(payload, exchange)
         except ProxyError as exc:
             self.in_flight -= 1
             exchange.status, exchange.error_type, exchange.error_message = exc.status, exc.error_type, exc.message
@@ -171,7 +176,7 @@ class ProxyApp:
             exchange.status, exchange.error_type = 499, "client_disconnected"
             self.log_request(exchange, started)
             raise
-        if not parsed.stream:
+        if not stream:
             self.in_flight -= 1
             self.log_request(exchange, started)
             return Response(200, orjson.dumps(message))
@@ -196,7 +201,7 @@ class ProxyApp:
     async def count_tokens(self, req: Request) -> Response:
         body = await req.body(self.settings.max_request_bytes)
         parsed = decode(decode_count_tokens_request, body)
-        if len(body) > TOKENS_INLINE_LIMIT:
+        if len(body) > TOKENS_INLINE_LIMIT or not tokens.encoding_loaded():
             count = await asyncio.to_thread(tokens.count_request, parsed)
         else:
             count = tokens.count_request(parsed)

@@ -67,7 +67,7 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds the upstream may stay silent (first byte and between chunks)",
     ),
     Setting("CCPROXY_PING_INTERVAL", "15", "seconds of stream silence after which a ping event is sent"),
-    Setting("CCPROXY_INTERFACE", "rsgi", "Granian interface: rsgi (faster) or asgi"),
+    Setting("CCPROXY_INTERFACE", "asgi", "Granian interface: asgi (bounded memory for slow clients) or rsgi (faster)"),
     Setting("CCPROXY_HTTP_CLIENT", "aiohttp", "upstream HTTP client: aiohttp, httpx, httpx-http2 or pyreqwest"),
     Setting("CCPROXY_MAX_REQUEST_BYTES", "33554432", "largest accepted request body (413 above)"),
     Setting("CCPROXY_ENABLE_CYTHON", "true", "use the compiled native modules when built"),
@@ -96,7 +96,7 @@ class Settings:
     ping_interval: float = 15.0
     max_request_bytes: int = 32 * 1024 * 1024
     http_client: str = "aiohttp"
-    interface: str = "rsgi"
+    interface: str = "asgi"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -131,7 +131,7 @@ class Settings:
         except re.error as exc:
             raise ConfigError(f"REASONING_MODEL_PATTERN is not a valid regex: {exc}") from None
         limit = _number(get, "MAX_TOKENS_LIMIT", None, int, 1)
-        interface = (get("CCPROXY_INTERFACE") or "rsgi").lower()
+        interface = (get("CCPROXY_INTERFACE") or "asgi").lower()
         if interface not in ("rsgi", "asgi"):
             raise ConfigError(f"CCPROXY_INTERFACE must be rsgi or asgi, got {interface!r}")
         http_client = (get("CCPROXY_HTTP_CLIENT") or "aiohttp").lower()

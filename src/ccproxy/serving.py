@@ -1,9 +1,11 @@
-"""The server interfaces: requests in, responses out, for RSGI (default) and ASGI.
+"""The server interfaces: requests in, responses out, for ASGI (default) and RSGI.
 
 Handlers are interface-neutral: they take a ``Request`` and return a ``Response`` (a whole body)
-or a ``StreamResponse`` (SSE bytes). The adapters below do the I/O for Granian's RSGI interface
-and for plain ASGI. RSGI is the default because it measured ~20% cheaper per request than ASGI
-on the same server (docs/benchmarks.md); ASGI stays for other servers and in-process tests.
+or a ``StreamResponse`` (SSE bytes). The adapters below do the I/O for ASGI and for Granian's
+RSGI interface. RSGI measured ~20% cheaper per request, but in Granian 2.8 only ASGI's ``send``
+waits for a slow client (backpressure); RSGI's ``send_bytes`` buffers without bound, so a stalled
+client would make the proxy hold the whole upstream stream. Hence ASGI is the default and RSGI
+an opt-in for trusted clients (docs/benchmarks.md).
 
 ``relay`` is the one streaming loop for both: it sends the events, sends a ``ping`` after
 ``ping_interval`` seconds of silence, and stops the upstream as soon as the client goes away.

@@ -49,26 +49,41 @@ class EncodingIntegrityError(RuntimeError):
     pass
 
 
+def verify_encoding_file() -> bytes:
+    """The shipped ranks file, after checking its sha256 (raises EncodingIntegrityError)."""
+    raw = resources.files("ccproxy").joinpath("data", ENCODING_FILE).read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != ENCODING_SHA256:
+        raise EncodingIntegrityError(f"{ENCODING_FILE} has sha256 {digest}, expected {ENCODING_SHA256}")
+    return raw
+
+
+def encoding_loaded() -> bool:
+    return _encoding is not None
+
+
 def load_encoding() -> tiktoken.Encoding:
-    """The shipped encoding, loaded once (thread-safe); raises if its sha256 is wrong."""
+    """The shipped encoding, built once (thread-safe); raises if its sha256 is wrong."""
     global _encoding
     if _encoding is None:
         with _lock:
             if _encoding is None:
-                raw = resources.files("ccproxy").joinpath("data", ENCODING_FILE).read_bytes()
-                digest = hashlib.sha256(raw).hexdigest()
-                if digest != ENCODING_SHA256:
-                    raise EncodingIntegrityError(f"{ENCODING_FILE} has sha256 {digest}, expected {ENCODING_SHA256}")
+                raw = verify_encoding_file()
                 ranks = {
                     base64.b64decode(token): int(rank)
                     for token, rank in (line.split() for line in raw.splitlines() if line)
                 }
-                _encoding = tiktoken.Encoding(
+                encoding = tiktoken.Encoding(
                     name="cl100k_base",
                     pat_str=_CL100K_PATTERN,
                     mergeable_ranks=ranks,
                     special_tokens=_SPECIAL,
                 )
+                # The Rust core keeps its own copy of the ranks and encoding never reads the
+                # Python dict, which would hold ~13 MB per worker for nothing.
+                if isinstance(getattr(encoding, "_mergeable_ranks", None), dict):
+                    encoding._mergeable_ranks = {}
+                _encoding = encoding
     return _encoding
 
 

@@ -17,6 +17,7 @@ at a time, get back the Anthropic event bytes to send. Its rules:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 from typing import Any
@@ -55,12 +56,17 @@ class StreamFailure(Exception):
         self.message = message
 
 
+# Ids: a random per-process prefix and a counter, unique without a syscall per id.
+_ID_PREFIX = secrets.token_hex(6)
+_id_counter = itertools.count(1)
+
+
 def new_message_id() -> str:
-    return "msg_" + secrets.token_hex(12)
+    return f"msg_{_ID_PREFIX}{next(_id_counter):012x}"
 
 
 def new_tool_id() -> str:
-    return "toolu_" + secrets.token_hex(12)
+    return f"toolu_{_ID_PREFIX}{next(_id_counter):012x}"
 
 
 def map_usage(usage: Usage | None, input_estimate: int, output_estimate: int) -> dict[str, int]:

@@ -30,11 +30,16 @@ class Upstream(Protocol):
     kind: str
     url: str
 
-    async def create(self, req: MessagesRequest, exchange: Exchange) -> dict[str, Any]:
+    def prepare(self, req: MessagesRequest, exchange: Exchange) -> bytes:
+        """The upstream request body. Split from sending so the caller can let go of the
+        decoded request (the largest thing a request holds) while it waits on the upstream."""
+        ...
+
+    async def create(self, payload: bytes, exchange: Exchange) -> dict[str, Any]:
         """Non-streaming: the Anthropic message, or raise ProxyError."""
         ...
 
-    async def open_stream(self, req: MessagesRequest, exchange: Exchange) -> AsyncIterator[bytes]:
+    async def open_stream(self, payload: bytes, exchange: Exchange) -> AsyncIterator[bytes]:
         """Streaming: returns once the upstream accepted the request (or raises ProxyError);
         the iterator yields Anthropic SSE bytes and ends with message_stop or an error event."""
         ...
