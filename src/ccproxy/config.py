@@ -68,7 +68,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("CCPROXY_PING_INTERVAL", "15", "seconds of stream silence after which a ping event is sent"),
     Setting("CCPROXY_INTERFACE", "asgi", "Granian interface: asgi (bounded memory for slow clients) or rsgi (faster)"),
-    Setting("CCPROXY_HTTP_CLIENT", "aiohttp", "upstream HTTP client: aiohttp, httpx, httpx-http2 or pyreqwest"),
+    Setting("CCPROXY_HTTP_CLIENT", "builtin", "upstream HTTP client: builtin, aiohttp, httpx, httpx-http2, pyreqwest"),
     Setting("CCPROXY_MAX_REQUEST_BYTES", "33554432", "largest accepted request body (413 above)"),
     Setting("CCPROXY_ENABLE_CYTHON", "true", "use the compiled native modules when built"),
 )
@@ -95,7 +95,7 @@ class Settings:
     read_timeout: float = 600.0
     ping_interval: float = 15.0
     max_request_bytes: int = 32 * 1024 * 1024
-    http_client: str = "aiohttp"
+    http_client: str = "builtin"
     interface: str = "asgi"
 
     @classmethod
@@ -134,7 +134,7 @@ class Settings:
         interface = (get("CCPROXY_INTERFACE") or "asgi").lower()
         if interface not in ("rsgi", "asgi"):
             raise ConfigError(f"CCPROXY_INTERFACE must be rsgi or asgi, got {interface!r}")
-        http_client = (get("CCPROXY_HTTP_CLIENT") or "aiohttp").lower()
+        http_client = (get("CCPROXY_HTTP_CLIENT") or "builtin").lower()
         if http_client not in CLIENTS:
             raise ConfigError(f"CCPROXY_HTTP_CLIENT must be one of {', '.join(CLIENTS)}, got {http_client!r}")
         return cls(

@@ -5,8 +5,9 @@ failures come out as ``ProxyError`` (before any byte reached the client) or, whi
 being read, as ``UpstreamReadError``; adapters never see a library's exceptions.
 
 Implementations (``CCPROXY_HTTP_CLIENT``), chosen by measurement (docs/benchmarks.md):
-``aiohttp`` (default), ``httpx``, ``httpx-http2``, ``pyreqwest``. Each lives in its own module
-and imports its library only when selected.
+``builtin`` (default: our own HTTP/1.1 client, ``http_builtin.py``), ``aiohttp``, ``httpx``,
+``httpx-http2``, ``pyreqwest``. Each lives in its own module and imports its library only when
+selected.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
-CLIENTS = ("aiohttp", "httpx", "httpx-http2", "pyreqwest")
-DEFAULT_CLIENT = "aiohttp"
+CLIENTS = ("builtin", "aiohttp", "httpx", "httpx-http2", "pyreqwest")
+DEFAULT_CLIENT = "builtin"
 
 
 class UpstreamReadError(Exception):
@@ -60,6 +61,10 @@ def describe(exc: BaseException) -> str:
 
 
 def create_client(kind: str, connect_timeout: float, read_timeout: float, max_connections: int = 512) -> HttpClient:
+    if kind == "builtin":
+        from .http_builtin import BuiltinClient
+
+        return BuiltinClient(connect_timeout, read_timeout, max_connections)
     if kind == "aiohttp":
         from .http_aiohttp import AiohttpClient
 

@@ -1,4 +1,4 @@
-"""``HttpClient`` on aiohttp: its C HTTP parser and simple pool measured fastest (docs/benchmarks.md)."""
+"""``HttpClient`` on aiohttp (the fastest third-party option measured; docs/benchmarks.md)."""
 
 from __future__ import annotations
 
