@@ -402,7 +402,11 @@ def full_run(args: argparse.Namespace) -> dict:
             name: {**sthr[name], "events_per_s": sthr[name]["rps"] * ttfb_m[name]["events_per_stream"]}
             for name in targets
         }
-        # memory: peak RSS (all processes) during c=256 runs, per workload, then one slow reader
+        # a slow reader first, from a settled heap, then peak RSS under c=256 per workload
+        report["slow_reader"] = {
+            name: slow_reader(s, b["slow"], args.slow_seconds, 64 * 1024)
+            for name, s in (("floor", floor), ("floor_asgi", floor_asgi), ("proxy", proxy))
+        }
         report["memory"] = {}
         for workload in ("small", "small-stream", "large"):
             peaks = {}
@@ -412,10 +416,6 @@ def full_run(args: argparse.Namespace) -> dict:
                 wrk(service.url, b[workload], 256, args.throughput_seconds)
                 peaks[name] = service.rss_kb("VmHWM") / 1024
             report["memory"][f"c256_{workload}_peak_rss_mb"] = peaks
-        report["slow_reader"] = {
-            name: slow_reader(s, b["slow"], args.slow_seconds, 64 * 1024)
-            for name, s in (("floor", floor), ("floor_asgi", floor_asgi), ("proxy", proxy))
-        }
     finally:
         for s in services:
             s.stop()
