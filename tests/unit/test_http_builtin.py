@@ -80,7 +80,8 @@ def test_keep_alive_reuses_one_connection():
 def test_body_framings_chunked_eof_and_gzip():
     async def main() -> None:
         async def handler(reader, writer, n):
-            if n == 1:
+            if n == 1:  # an informational response first, then the answer
+                writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n")
                 writer.write(
                     b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
                 )
@@ -96,7 +97,9 @@ def test_body_framings_chunked_eof_and_gzip():
 
         server, url, _ = await serve(handler)
         client = BuiltinClient(2, 2, 8)
-        chunks = [c async for c in (await client.send(url, HEADERS, b"{}")).iter_bytes()]
+        first = await client.send(url, HEADERS, b"{}")
+        assert first.status == 200
+        chunks = [c async for c in first.iter_bytes()]
         assert b"".join(chunks) == b"hello world"
         assert await (await client.send(url, HEADERS, b"{}")).read() == b"zipped body"
         assert await (await client.send(url, HEADERS, b"{}")).read() == b"until the end"

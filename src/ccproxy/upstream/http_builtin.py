@@ -129,6 +129,7 @@ class _Connection(asyncio.Protocol):
         self.response: _Response | None = None
         self.header_list: list[tuple[bytes, bytes]] = []
         self.got_bytes = False
+        self.informational = False
 
     # --- asyncio.Protocol ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -171,9 +172,14 @@ class _Connection(asyncio.Protocol):
         self.header_list.append((name, value))
 
     def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:  # 100 Continue / 103 Early Hints: the real answer follows
+            self.header_list = []
+            self.informational = True
+            return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.header_list}
         self.header_list = []
-        self.response = _Response(self, self.parser.get_status_code(), headers)
+        self.response = _Response(self, status, headers)
         waiter, self.head_waiter = self.head_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(self.response)
@@ -183,6 +189,9 @@ class _Connection(asyncio.Protocol):
             self.response.feed(body)
 
     def on_message_complete(self) -> None:
+        if self.informational:
+            self.informational = False
+            return
         response, self.response = self.response, None
         keep_alive = self.parser.should_keep_alive()
         self._stop_timer()
