@@ -446,6 +446,34 @@ def client_run(args: argparse.Namespace) -> dict:
     return report
 
 
+def native_run(args: argparse.Namespace) -> dict:
+    """End-to-end throughput with CCPROXY_ENABLE_CYTHON true vs false, same run."""
+    b = bodies()
+    mock = start_mock(args.chunks)
+    proxies = {
+        "cython": start_proxy(mock, args.client, {"CCPROXY_ENABLE_CYTHON": "true"}),
+        "python": start_proxy(mock, args.client, {"CCPROXY_ENABLE_CYTHON": "false"}),
+    }
+    report: dict = {"config": {"reps": args.reps}, "native": {}}
+    try:
+        measure(proxies, b["small"], 8, 1.0, 1)
+        for workload in ("small", "large", "small-stream", "large-stream"):
+            res = measure(proxies, b[workload], 32, args.throughput_seconds, args.reps)
+            report["native"][workload] = {**res, "ratio_on_off": res["cython"]["rps"] / res["python"]["rps"]}
+    finally:
+        for s in (mock, *proxies.values()):
+            s.stop()
+    return report
+
+
+def print_native(report: dict) -> None:
+    print("req/s at c=32   CCPROXY_ENABLE_CYTHON=true   false   ratio")
+    for workload, res in report["native"].items():
+        print(
+            f"  {workload:14s} {res['cython']['rps']:10.0f} {res['python']['rps']:10.0f}   {res['ratio_on_off']:.2f}x"
+        )
+
+
 def print_full(report: dict) -> None:
     rows = []
     for size in ("small", "large"):
@@ -554,6 +582,7 @@ def main() -> int:
     parser.add_argument("--client", help="CCPROXY_HTTP_CLIENT for the proxy (default: the proxy's default)")
     parser.add_argument("--interface", choices=("asgi", "rsgi"), help="CCPROXY_INTERFACE for the proxy")
     parser.add_argument("--clients", help="compare upstream clients instead: 'all' or a comma list")
+    parser.add_argument("--native", action="store_true", help="compare CCPROXY_ENABLE_CYTHON true vs false")
     parser.add_argument("--quick", action="store_true", help="one short repetition of everything")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load-latest.json")
     args = parser.parse_args()
@@ -565,11 +594,11 @@ def main() -> int:
         return 2
     os.sched_setaffinity(0, {int(LOAD_CORE)})
     started = time.time()
-    report = client_run(args) if args.clients else full_run(args)
+    report = native_run(args) if args.native else client_run(args) if args.clients else full_run(args)
     report["seconds"] = round(time.time() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    (print_clients if args.clients else print_full)(report)
+    (print_native if args.native else print_clients if args.clients else print_full)(report)
     print(f"\n{report['seconds']} s; results in {args.out}")
     return 0
 

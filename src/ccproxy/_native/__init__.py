@@ -20,7 +20,7 @@ ENABLED = os.environ.get("CCPROXY_ENABLE_CYTHON", "true").strip().lower() not in
     "no",
     "off",
 }
-PAIRS = ("sse",)
+PAIRS = ("sse", "jsonsize", "lru", "cachekey")
 
 
 def variants(name: str) -> dict[str, ModuleType]:
@@ -31,15 +31,29 @@ def variants(name: str) -> dict[str, ModuleType]:
     return found
 
 
-def _select(name: str) -> tuple[ModuleType, str]:
+def _select(name: str) -> ModuleType:
     options = variants(name)
-    if ENABLED and "cython" in options:
-        return options["cython"], "cython"
-    return options["python"], "python"
+    chosen = "cython" if ENABLED and "cython" in options else "python"
+    IMPLEMENTATIONS[name] = chosen
+    return options[chosen]
 
 
-_sse, _sse_impl = _select("sse")
+IMPLEMENTATIONS: dict[str, str] = {}
+
+_sse = _select("sse")
 SSEDecoder = _sse.SSEDecoder
 frame_event = _sse.frame_event
+content_delta = _sse.content_delta
 
-IMPLEMENTATION = "cython" if _sse_impl == "cython" else "python"
+_jsonsize = _select("jsonsize")
+json_size = _jsonsize.json_size
+
+_lru = _select("lru")
+LRUCache = _lru.LRUCache
+
+_cachekey = _select("cachekey")
+cache_key = _cachekey.cache_key
+VOLATILE_FIELDS = _cachekey.VOLATILE_FIELDS
+
+_chosen = set(IMPLEMENTATIONS.values())
+IMPLEMENTATION = _chosen.pop() if len(_chosen) == 1 else "mixed"

@@ -6,10 +6,28 @@ complete events, so a network read that splits a multi-byte UTF-8 character is h
 
 from __future__ import annotations
 
+import orjson
+
 
 def frame_event(event: str, data: bytes) -> bytes:
     """One SSE event on the wire: ``event: <name>\\ndata: <json>\\n\\n``."""
     return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def content_delta(index: int, delta_type: str, field: str, value: str) -> bytes:
+    """A whole ``content_block_delta`` event, the one a stream sends per upstream chunk:
+    ``{"type":"content_block_delta","index":N,"delta":{"type":delta_type,field:value}}``."""
+    return (
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+        + str(index).encode()
+        + b',"delta":{"type":"'
+        + delta_type.encode()
+        + b'","'
+        + field.encode()
+        + b'":'
+        + orjson.dumps(value)
+        + b"}}\n\n"
+    )
 
 
 class SSEDecoder:

@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from .._native import frame_event
+from .._native import content_delta, frame_event
 from ..schemas.openai_chat import (
     ChatChunk,
     ChatCompletion,
@@ -212,7 +212,7 @@ def error_event(error_type: str, message: str) -> bytes:
 PING_EVENT = frame_event("ping", b'{"type":"ping"}')
 
 _TEXT, _THINKING, _TOOL = 1, 2, 3
-_DELTA_TYPES = {_TEXT: (b"text_delta", b"text"), _THINKING: (b"thinking_delta", b"thinking")}
+_DELTA_TYPES = {_TEXT: ("text_delta", "text"), _THINKING: ("thinking_delta", "thinking")}
 
 
 class _ToolState:
@@ -395,17 +395,7 @@ class ChatStreamTranslator:
             )
         if text:
             delta_type, field = _DELTA_TYPES[kind]
-            self._out.append(
-                b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
-                + str(self._next_index - 1).encode()
-                + b',"delta":{"type":"'
-                + delta_type
-                + b'","'
-                + field
-                + b'":'
-                + orjson.dumps(text)
-                + b"}}\n\n"
-            )
+            self._out.append(content_delta(self._next_index - 1, delta_type, field, text))
 
     def _close_block(self) -> None:
         if self._open == _TOOL and self._open_tool is not None:
@@ -490,10 +480,4 @@ class ChatStreamTranslator:
                 self._json_delta(tool, text)
 
     def _json_delta(self, tool: _ToolState, text: str) -> None:
-        self._out.append(
-            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
-            + str(tool.index).encode()
-            + b',"delta":{"type":"input_json_delta","partial_json":'
-            + orjson.dumps(text)
-            + b"}}\n\n"
-        )
+        self._out.append(content_delta(tool.index, "input_json_delta", "partial_json", text))  # type: ignore[arg-type]

@@ -1,0 +1,94 @@
+"""Micro-benchmarks of each native op, Cython and fallback in the same run (inputs as in real use).
+
+Run: ``pytest benchmarks/ --benchmark-only`` (the gate in conftest.py checks the ratios).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from ccproxy import _native
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import mock_openai  # noqa: E402
+
+IMPLS = {name: _native.variants(name) for name in _native.PAIRS}
+CLAUDE_CODE = json.loads((ROOT / "tests/fixtures/claude-code/sonnet-thinking-write-turn2.json").read_text())["body"]
+# One network read of a real upstream answer: 200 Chat chunks as the bench mock sends them.
+UPSTREAM_READ = b"".join(mock_openai.sse_events(200, "tok "))
+TEXT_DELTAS = ["Hello", " world", ", this is", " a streamed", " answer with ünïcode", ' and "quotes"\n', "tok "]
+
+
+def impls(pair: str) -> list:
+    return [
+        pytest.param(
+            IMPLS[pair].get(kind), id=kind, marks=pytest.mark.skipif(kind not in IMPLS[pair], reason="not built")
+        )
+        for kind in ("cython", "python")
+    ]
+
+
+@pytest.mark.parametrize("impl", impls("sse"))
+def test_sse_decode_stream(benchmark, impl):
+    benchmark.group = "sse.decode_stream"
+
+    def run():
+        return impl.SSEDecoder().feed(UPSTREAM_READ)
+
+    assert len(benchmark(run)) == 204
+
+
+@pytest.mark.parametrize("impl", impls("sse"))
+def test_sse_content_delta(benchmark, impl):
+    benchmark.group = "sse.content_delta"
+    fn = impl.content_delta
+
+    def run():
+        for i, text in enumerate(TEXT_DELTAS):
+            fn(i, "text_delta", "text", text)
+
+    benchmark(run)
+
+
+@pytest.mark.parametrize("impl", impls("sse"))
+def test_sse_frame_event(benchmark, impl):
+    benchmark.group = "sse.frame_event"
+    data = (
+        b'{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":12}}'
+    )
+    fn = impl.frame_event
+    benchmark(lambda: fn("message_delta", data))
+
+
+@pytest.mark.parametrize("impl", impls("jsonsize"))
+def test_jsonsize_claude_code_request(benchmark, impl):
+    benchmark.group = "jsonsize.claude_code_request"
+    assert benchmark(impl.json_size, CLAUDE_CODE) > 100_000
+
+
+@pytest.mark.parametrize("impl", impls("cachekey"))
+def test_cachekey_claude_code_request(benchmark, impl):
+    benchmark.group = "cachekey.claude_code_request"
+    assert len(benchmark(impl.cache_key, CLAUDE_CODE)) == 32
+
+
+@pytest.mark.parametrize("impl", impls("lru"))
+def test_lru_get_put_mix(benchmark, impl):
+    benchmark.group = "lru.get_put_mix"
+    cache = impl.LRUCache(1000, 10**9)
+    keys = [f"key-{i}" for i in range(1500)]
+    for k in keys[:1000]:
+        cache.put(k, k, 100)
+
+    def run():
+        get, put = cache.get, cache.put
+        for k in keys:
+            if get(k) is None:
+                put(k, k, 100)
+
+    benchmark(run)
