@@ -472,9 +472,10 @@ class ChatStreamTranslator:
 
     def _flush_tool(self, tool: _ToolState) -> None:
         if tool.pending:
+            was_broken = tool.checker.broken
             text = tool.checker.feed("".join(tool.pending))
             tool.pending.clear()
-            if tool.checker.broken:
+            if tool.checker.broken and not was_broken:
                 log.warning("upstream sent malformed arguments for tool call %s; repaired", tool.id)
             if text:
                 self._json_delta(tool, text)
