@@ -23,7 +23,7 @@ from . import __version__, tokens
 from .config import Settings
 from .errors import ProxyError, Redactor, error_body, invalid_request
 from .logs import JsonLinesWriter, setup_logging
-from .routing import Router
+from .routing import Router, UpstreamOptions
 from .schemas.anthropic import decode_count_tokens_request, decode_messages_request
 from .serving import (
     ClientDisconnected,
@@ -53,6 +53,11 @@ class ProxyApp:
             settings.small_model,
             settings.reasoning_model_pattern,
             settings.max_tokens_limit,
+            UpstreamOptions(
+                reasoning_style=settings.reasoning_style,
+                default_effort=settings.reasoning_effort,
+                prompt_cache_key=settings.prompt_cache_key,
+            ),
         )
         self.redact = Redactor([settings.api_key])
         self._upstream = upstream

@@ -18,6 +18,7 @@ from .upstream.client import CLIENTS
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+EFFORTS = ("minimal", "low", "medium", "high")
 
 
 class ConfigError(Exception):
@@ -60,6 +61,17 @@ SETTINGS: tuple[Setting, ...] = (
         r"^(o\d|gpt-5)",
         "regex of upstream models that take max_completion_tokens and no temperature",
     ),
+    Setting(
+        "REASONING_EFFORT",
+        None,
+        "effort for reasoning models when the client asks for none: minimal, low, medium, high",
+    ),
+    Setting(
+        "CCPROXY_REASONING_STYLE",
+        "auto",
+        "reasoning request: openai (reasoning_effort), openrouter (reasoning object), none; auto: by OPENAI_BASE_URL",
+    ),
+    Setting("CCPROXY_PROMPT_CACHE_KEY", "auto", "send prompt_cache_key: on, off, or auto (on for api.openai.com)"),
     Setting("CCPROXY_CONNECT_TIMEOUT", "10", "seconds to connect to the upstream"),
     Setting(
         "CCPROXY_READ_TIMEOUT",
@@ -97,6 +109,9 @@ class Settings:
     max_request_bytes: int = 32 * 1024 * 1024
     http_client: str = "builtin"
     interface: str = "asgi"
+    reasoning_effort: str | None = None
+    reasoning_style: str = "openai"
+    prompt_cache_key: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -131,6 +146,18 @@ class Settings:
         except re.error as exc:
             raise ConfigError(f"REASONING_MODEL_PATTERN is not a valid regex: {exc}") from None
         limit = _number(get, "MAX_TOKENS_LIMIT", None, int, 1)
+        effort = (get("REASONING_EFFORT") or "").lower() or None
+        if effort is not None and effort not in EFFORTS:
+            raise ConfigError(f"REASONING_EFFORT must be one of {', '.join(EFFORTS)}, got {effort!r}")
+        style = (get("CCPROXY_REASONING_STYLE") or "auto").lower()
+        if style == "auto":
+            style = "openrouter" if "openrouter.ai" in base_url else "openai"
+        if style not in ("openai", "openrouter", "none"):
+            raise ConfigError(f"CCPROXY_REASONING_STYLE must be auto, openai, openrouter or none, got {style!r}")
+        cache_key_mode = (get("CCPROXY_PROMPT_CACHE_KEY") or "auto").lower()
+        if cache_key_mode not in ("auto", "on", "off"):
+            raise ConfigError(f"CCPROXY_PROMPT_CACHE_KEY must be auto, on or off, got {cache_key_mode!r}")
+        send_cache_key = cache_key_mode == "on" or (cache_key_mode == "auto" and "://api.openai.com" in base_url)
         interface = (get("CCPROXY_INTERFACE") or "asgi").lower()
         if interface not in ("rsgi", "asgi"):
             raise ConfigError(f"CCPROXY_INTERFACE must be rsgi or asgi, got {interface!r}")
@@ -159,6 +186,9 @@ class Settings:
             max_request_bytes=_number(get, "CCPROXY_MAX_REQUEST_BYTES", "33554432", int, 1024),
             http_client=http_client,
             interface=interface,
+            reasoning_effort=effort,
+            reasoning_style=style,
+            prompt_cache_key=send_cache_key,
         )
 
     def describe(self) -> str:

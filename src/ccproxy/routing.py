@@ -24,11 +24,21 @@ KNOWN_MODELS: tuple[tuple[str, str, str], ...] = (
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamOptions:
+    """What one upstream accepts beyond the common Chat Completions request."""
+
+    reasoning_style: str = "openai"  # "openai": reasoning_effort; "openrouter": reasoning object; "none"
+    default_effort: str | None = None  # effort to request when the client asks for none
+    prompt_cache_key: bool = False  # send prompt_cache_key (OpenAI); others may reject unknown fields
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     requested_model: str
     upstream_model: str
     reasoning: bool  # upstream takes max_completion_tokens and rejects sampling params
     max_output_tokens: int | None  # clamp for max_tokens, when known
+    options: UpstreamOptions = UpstreamOptions()
 
 
 # Known output-token limits of common upstream models, matched by prefix after any
@@ -55,7 +65,9 @@ class Router:
         small_model: str,
         reasoning_pattern: str = r"^(o\d|gpt-5)",
         max_tokens_limit: int | None = None,
+        options: UpstreamOptions | None = None,
     ) -> None:
+        self.options = options or UpstreamOptions()
         self.big_model = big_model
         self.small_model = small_model
         self._reasoning = re.compile(reasoning_pattern)
@@ -80,6 +92,7 @@ class Router:
                 upstream_model=upstream,
                 reasoning=bool(self._reasoning.search(bare)),
                 max_output_tokens=self._limit or _known_limit(bare),
+                options=self.options,
             )
             if len(self._cache) < 1024:  # requested ids are few; bound it anyway
                 self._cache[requested] = route

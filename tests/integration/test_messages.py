@@ -483,3 +483,29 @@ def test_wrong_base_url_symptoms_are_explained(client, mock_upstream):
     with pytest.raises(anthropic.NotFoundError) as err:
         client.messages.create(model="claude-sonnet-5", max_tokens=5, messages=[{"role": "user", "content": key}])
     assert "/v1/chat/completions" in err.value.body["error"]["message"]
+
+
+def test_reasoning_and_prompt_cache_key_reach_the_upstream(mock_upstream, tmp_path, claude_code_fixture):
+    from .conftest import start_proxy, stop_proxy
+
+    proxy = start_proxy(
+        mock_upstream.base, tmp_path, BIG_MODEL_NAME="gpt-5-test", REASONING_EFFORT="low", CCPROXY_PROMPT_CACHE_KEY="on"
+    )
+    try:
+        key = mock_upstream.script({"sse": text_stream("ok")})
+        body = claude_code_fixture("sonnet-adaptive-thinking")
+        body["messages"].append({"role": "user", "content": key})
+        known = ("model", "messages", "system", "tools", "metadata", "max_tokens", "thinking", "output_config")
+        extra = {k: v for k, v in body.items() if k not in (*known, "stream")}
+        with proxy.client().messages.stream(**{k: body[k] for k in known if k in body}, extra_body=extra) as s:
+            assert s.get_final_message().content[-1].text == "ok"
+        sent = mock_upstream.requests(key)[0]["body"]
+        assert sent["model"] == "gpt-5-test" and sent["reasoning_effort"] == "high"  # the client's effort wins
+        assert sent["prompt_cache_key"].startswith("ccp-") and "temperature" not in sent
+        key2 = mock_upstream.script({"json": completion("plain")})
+        proxy.client().messages.create(
+            model="claude-opus-4-8", max_tokens=5, messages=[{"role": "user", "content": key2}]
+        )
+        assert mock_upstream.requests(key2)[0]["body"]["reasoning_effort"] == "low"  # server default
+    finally:
+        stop_proxy(proxy)

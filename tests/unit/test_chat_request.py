@@ -425,3 +425,80 @@ def test_random_requests_translate_or_fail_with_400(msgs, tool_choice):
         orjson.dumps(build_chat_request(req, ROUTER.route(req.model)))
     except ProxyError as exc:
         assert exc.status == 400
+
+
+# --- reasoning and prompt caching (issue 6) ------------------------------------------------------
+
+from ccproxy.routing import UpstreamOptions  # noqa: E402
+
+
+def reasoning_router(style: str = "openai", default: str | None = None, model: str = "o3-mini") -> Router:
+    return Router(model, model, options=UpstreamOptions(reasoning_style=style, default_effort=default))
+
+
+@pytest.mark.parametrize(
+    ("extra", "effort"),
+    [
+        ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "low"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 8000}}, "medium"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 31999}}, "high"),
+        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "low"}}, "low"),
+        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}}, "high"),
+        ({"thinking": {"type": "adaptive"}}, "medium"),
+        ({"output_config": {"effort": "medium"}}, "medium"),
+        ({"thinking": {"type": "disabled"}}, None),
+        ({}, None),
+    ],
+)
+def test_reasoning_effort_for_openai_reasoning_models(extra, effort):
+    out = translate(reasoning_router(), **extra)
+    assert out.get("reasoning_effort") == effort
+    assert "reasoning" not in out
+
+
+def test_server_default_effort_applies_only_when_client_asks_for_none():
+    assert translate(reasoning_router(default="low"))["reasoning_effort"] == "low"
+    router = reasoning_router(default="low")
+    assert translate(router, thinking={"type": "enabled", "budget_tokens": 20000})["reasoning_effort"] == "high"
+    assert "reasoning_effort" not in translate(router, thinking={"type": "disabled"})
+
+
+def test_reasoning_styles():
+    thinking = {"thinking": {"type": "enabled", "budget_tokens": 2000}}
+    # openai style: only reasoning models take reasoning_effort
+    assert "reasoning_effort" not in translate(reasoning_router(model="gpt-4o"), **thinking)
+    # openrouter: the reasoning object, for any model (OpenRouter ignores it where unsupported)
+    out = translate(reasoning_router("openrouter", model="anthropic/claude-x"), **thinking)
+    assert out["reasoning"] == {"effort": "low"} and "reasoning_effort" not in out
+    out = translate(reasoning_router("none"), **thinking)
+    assert "reasoning" not in out and "reasoning_effort" not in out
+
+
+@pytest.mark.parametrize(("name", "effort"), [("haiku-thinking-budget", "high"), ("sonnet-adaptive-thinking", "high")])
+def test_claude_code_thinking_requests_map_to_effort(claude_code_fixture, name, effort):
+    body = claude_code_fixture(name)
+    req = decode_messages_request(orjson.dumps(body))
+    out = build_chat_request(req, reasoning_router().route(req.model))
+    assert out["reasoning_effort"] == effort and out["max_completion_tokens"] == body["max_tokens"]
+
+
+def cache_router() -> Router:
+    return Router("gpt-big", "gpt-small", options=UpstreamOptions(prompt_cache_key=True))
+
+
+def test_prompt_cache_key_is_stable_across_turns_of_a_conversation(claude_code_fixture):
+    keys = {}
+    for name in ("opus-bash-turn1", "opus-bash-turn2-tool-result", "haiku-thinking-budget"):
+        body = claude_code_fixture(name)
+        req = decode_messages_request(orjson.dumps(body))
+        keys[name] = build_chat_request(req, cache_router().route(req.model))["prompt_cache_key"]
+        assert body["metadata"]["user_id"] not in keys[name]
+    assert keys["opus-bash-turn1"] == keys["opus-bash-turn2-tool-result"]  # same conversation
+    assert keys["opus-bash-turn1"] != keys["haiku-thinking-budget"]  # different system/tools
+    assert keys["opus-bash-turn1"].startswith("ccp-") and len(keys["opus-bash-turn1"]) == 36
+
+
+def test_prompt_cache_key_explicit_and_only_when_enabled():
+    assert translate(cache_router(), prompt_cache_key="my-key")["prompt_cache_key"] == "my-key"
+    assert "prompt_cache_key" not in translate(prompt_cache_key="my-key")  # default router: off
+    assert "prompt_cache_key" not in translate()

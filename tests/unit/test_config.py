@@ -58,3 +58,22 @@ def test_help_documents_every_setting():
 def test_describe_never_shows_the_key():
     s = Settings.from_env({**BASE, "OPENAI_API_KEY": "sk-supersecret"})
     assert "sk-supersecret" not in s.describe() and "gpt-big" in s.describe()
+
+
+def test_reasoning_and_cache_key_settings():
+    s = Settings.from_env(BASE)
+    assert (s.reasoning_style, s.reasoning_effort, s.prompt_cache_key) == ("openai", None, True)  # api.openai.com
+    s = Settings.from_env({**BASE, "OPENAI_BASE_URL": "https://openrouter.ai/api/v1", "REASONING_EFFORT": "High"})
+    assert (s.reasoning_style, s.reasoning_effort, s.prompt_cache_key) == ("openrouter", "high", False)
+    s = Settings.from_env(
+        {
+            **BASE,
+            "OPENAI_BASE_URL": "http://127.0.0.1:8000/v1",
+            "CCPROXY_PROMPT_CACHE_KEY": "on",
+            "CCPROXY_REASONING_STYLE": "none",
+        }
+    )
+    assert (s.reasoning_style, s.prompt_cache_key) == ("none", True)
+    for bad in ({"REASONING_EFFORT": "extreme"}, {"CCPROXY_REASONING_STYLE": "x"}, {"CCPROXY_PROMPT_CACHE_KEY": "yes"}):
+        with pytest.raises(ConfigError):
+            Settings.from_env({**BASE, **bad})

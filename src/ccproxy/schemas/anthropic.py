@@ -42,6 +42,7 @@ class MessagesRequest(msgspec.Struct, kw_only=True):
     metadata: dict[str, Any] | None = None
     thinking: dict[str, Any] | None = None
     output_config: dict[str, Any] | None = None
+    prompt_cache_key: str | None = None  # not Anthropic's: lets a client pin OpenAI's cache key
 
 
 class CountTokensRequest(msgspec.Struct, kw_only=True):

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from .._native import cache_key
 from ..errors import invalid_request
 from ..jsontext import json_text
 from ..routing import Route
@@ -55,6 +56,14 @@ def build_chat_request(req: MessagesRequest, route: Route) -> dict[str, Any]:
                 body["tool_choice"] = mapped
             if choice.get("disable_parallel_tool_use") is True:
                 body["parallel_tool_calls"] = False
+    effort = reasoning_effort(req, route.options.default_effort)
+    style = route.options.reasoning_style
+    if effort is not None and style == "openrouter":
+        body["reasoning"] = {"effort": effort}
+    elif effort is not None and style == "openai" and route.reasoning:
+        body["reasoning_effort"] = effort
+    if route.options.prompt_cache_key:
+        body["prompt_cache_key"] = prompt_cache_key(req)
     user = (req.metadata or {}).get("user_id")
     if isinstance(user, str) and user:
         # Never the raw id (it embeds device and account ids): a stable hash for abuse tracking.
@@ -63,6 +72,45 @@ def build_chat_request(req: MessagesRequest, route: Route) -> dict[str, Any]:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return body
+
+
+# --- reasoning and prompt caching --------------------------------------------------------------
+
+# Anthropic's output_config.effort → OpenAI effort ("max" has no OpenAI twin: the highest).
+_EFFORTS = {"minimal": "minimal", "low": "low", "medium": "medium", "high": "high", "max": "high"}
+
+
+def reasoning_effort(req: MessagesRequest, default: str | None) -> str | None:
+    """The effort the client asked for: output_config.effort, else a thinking budget mapped to
+    low (< 4k tokens) / medium (< 16k) / high; adaptive thinking without an effort is medium.
+    ``default`` (REASONING_EFFORT) applies when the client asks for nothing; disabled means none."""
+    thinking = req.thinking if isinstance(req.thinking, dict) else {}
+    kind = thinking.get("type")
+    if kind == "disabled":
+        return None
+    asked = (req.output_config or {}).get("effort") if isinstance(req.output_config, dict) else None
+    if isinstance(asked, str) and asked in _EFFORTS:
+        return _EFFORTS[asked]
+    if kind == "enabled":
+        budget = thinking.get("budget_tokens")
+        if isinstance(budget, int) and not isinstance(budget, bool):
+            return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
+        return "medium"
+    if kind == "adaptive":
+        return default or "medium"
+    return default
+
+
+def prompt_cache_key(req: MessagesRequest) -> str:
+    """The client's explicit key, else a stable hash of what Claude Code keeps cached across a
+    session's turns: system, tools and the first user turn (cache_control markers and metadata
+    excluded), so every turn of one conversation lands on the same OpenAI cache entry. Never the
+    user id."""
+    if req.prompt_cache_key:
+        return req.prompt_cache_key[:256]
+    first_user = next((m.content for m in req.messages if m.role == "user"), None)
+    tools = [(tool.name, bytes(tool.input_schema)) for tool in req.tools or ()]
+    return "ccp-" + cache_key({"system": req.system, "tools": tools, "first_user": first_user})
 
 
 # --- messages ------------------------------------------------------------------------------
