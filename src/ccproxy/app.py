@@ -23,7 +23,7 @@ from . import __version__, tokens
 from .config import Settings
 from .errors import ProxyError, Redactor, error_body, invalid_request
 from .logs import JsonLinesWriter, setup_logging
-from .routing import Router, UpstreamOptions
+from .routing import DEFAULT_UPSTREAM, Router, UpstreamOptions
 from .schemas.anthropic import decode_count_tokens_request, decode_messages_request
 from .serving import (
     ClientDisconnected,
@@ -35,6 +35,7 @@ from .serving import (
     serve_rsgi,
 )
 from .translate.chat_response import PING_EVENT, error_event
+from .upstream.anthropic import AnthropicUpstream
 from .upstream.base import Exchange, Upstream
 from .upstream.chat import ChatUpstream
 from .upstream.client import create_client
@@ -43,6 +44,7 @@ log = logging.getLogger("ccproxy.app")
 
 Handler = Callable[[Request], Awaitable["Response | StreamResponse"]]
 TOKENS_INLINE_LIMIT = 64 * 1024  # larger count_tokens bodies are encoded off the event loop
+PASS_THROUGH_HEADERS = ("anthropic-version", "anthropic-beta", "x-api-key")
 
 
 class ProxyApp:
@@ -58,9 +60,11 @@ class ProxyApp:
                 default_effort=settings.reasoning_effort,
                 prompt_cache_key=settings.prompt_cache_key,
             ),
+            rules=settings.rules,
+            upstreams=settings.upstreams,
         )
-        self.redact = Redactor([settings.api_key])
-        self._upstream = upstream
+        self.redact = Redactor([k for k in (settings.api_key, *(u.api_key for u in settings.upstreams)) if k])
+        self._adapters: dict[str, Upstream] = {DEFAULT_UPSTREAM: upstream} if upstream is not None else {}
         self.request_log: JsonLinesWriter | None = None
         self.error_log: JsonLinesWriter | None = None
         self.in_flight = 0
@@ -80,13 +84,26 @@ class ProxyApp:
         }
         self._paths = {path for _, path in self.routes}
 
-    @property
-    def upstream(self) -> Upstream:
-        if self._upstream is None:  # created lazily so it binds to the serving event loop
+    def adapter(self, name: str) -> Upstream:
+        """The adapter of a named upstream, created on first use inside the serving loop."""
+        adapter = self._adapters.get(name)
+        if adapter is None:
             s = self.settings
             client = create_client(s.http_client, s.connect_timeout, s.read_timeout)
-            self._upstream = ChatUpstream(client, s.base_url, s.api_key, s.api_key_env, self.redact)
-        return self._upstream
+            if name == DEFAULT_UPSTREAM:
+                if s.api_key is None:
+                    raise ProxyError(500, "no default upstream is configured", "api_error")
+                adapter = ChatUpstream(client, s.base_url, s.api_key, s.api_key_env, self.redact)
+            else:
+                config = next(u for u in s.upstreams if u.name == name)
+                if config.kind == "anthropic":
+                    adapter = AnthropicUpstream(client, config, self.redact)
+                else:
+                    adapter = ChatUpstream(
+                        client, config.base_url, config.api_key or "", config.api_key_env, self.redact, config.headers
+                    )
+            self._adapters[name] = adapter
+        return adapter
 
     def new_request_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):012x}"
@@ -114,14 +131,17 @@ class ProxyApp:
             self.request_log = JsonLinesWriter(s.log_file, s.log_file_max_bytes)
         if s.error_log_file is not None:
             self.error_log = JsonLinesWriter(s.error_log_file, s.log_file_max_bytes)
-        self.upstream  # noqa: B018 - create the pool inside the serving loop
+        if s.api_key is not None:  # create the pools inside the serving loop
+            self.adapter(DEFAULT_UPSTREAM)
+        for config in s.upstreams:
+            self.adapter(config.name)
         # Verify the shipped encoding now (a corrupt install fails at start); build it lazily on
         # the first count_tokens, since it costs ~25 MB per worker that many never need.
         await asyncio.to_thread(tokens.verify_encoding_file)
 
     async def shutdown(self) -> None:
-        if self._upstream is not None:
-            await self._upstream.close()
+        for adapter in self._adapters.values():
+            await adapter.close()
         for writer in (self.request_log, self.error_log):
             if writer is not None:
                 await asyncio.to_thread(writer.close)
@@ -163,14 +183,19 @@ class ProxyApp:
             raise invalid_request("max_tokens: must be at least 1")
         stream = parsed.stream
         exchange = Exchange(req.request_id, self.router.route(parsed.model), len(body), stream)
-        payload = self.upstream.prepare(parsed, exchange)
+        upstream = self.adapter(exchange.route.upstream)
+        if upstream.kind == "anthropic":
+            exchange.client_headers = {
+                name: value for name in PASS_THROUGH_HEADERS if (value := req.header(name)) is not None
+            }
+        payload = upstream.prepare(parsed, body, exchange)
         del parsed, body  # a request can wait minutes on the upstream; keep only what it sends
         self.in_flight += 1
         try:
             if stream:
-                events = await self.upstream.open_stream(payload, exchange)
+                events = await upstream.open_stream(payload, exchange)
             else:
-                message = await self.upstream.create(payload, exchange)
+                reply = await upstream.create(payload, exchange)
         except ProxyError as exc:
             self.in_flight -= 1
             exchange.status, exchange.error_type, exchange.error_message = exc.status, exc.error_type, exc.message
@@ -181,10 +206,12 @@ class ProxyApp:
             exchange.status, exchange.error_type = 499, "client_disconnected"
             self.log_request(exchange, started)
             raise
-        if not stream:
+        if not stream or isinstance(events, Response):
             self.in_flight -= 1
+            final = reply if not stream else events
+            exchange.status = final.status  # type: ignore[union-attr]
             self.log_request(exchange, started)
-            return Response(200, orjson.dumps(message))
+            return final  # type: ignore[return-value]
 
         def on_close(outcome: BaseException | None) -> None:
             self.in_flight -= 1
@@ -201,6 +228,7 @@ class ProxyApp:
             ping=PING_EVENT,
             ping_interval=self.settings.ping_interval,
             on_error=lambda exc: error_event("api_error", "internal proxy error"),
+            headers=exchange.relay_headers,
         )
 
     async def count_tokens(self, req: Request) -> Response:
@@ -214,7 +242,8 @@ class ProxyApp:
 
     async def models(self, req: Request) -> Response:
         data = self.router.models()
-        body = {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}
+        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+        body = {"data": data, "has_more": False, "first_id": first, "last_id": last}
         return Response(200, orjson.dumps(body))
 
     async def model(self, req: Request) -> Response:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .routing import DEFAULT_UPSTREAM, RouteRule, UpstreamConfig, UpstreamOptions
 from .upstream.client import CLIENTS
 
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -72,6 +73,7 @@ SETTINGS: tuple[Setting, ...] = (
         "reasoning request: openai (reasoning_effort), openrouter (reasoning object), none; auto: by OPENAI_BASE_URL",
     ),
     Setting("CCPROXY_PROMPT_CACHE_KEY", "auto", "send prompt_cache_key: on, off, or auto (on for api.openai.com)"),
+    Setting("CCPROXY_CONFIG", None, "routing file (TOML): named upstreams and model rules; see docs/routing.md"),
     Setting("CCPROXY_CONNECT_TIMEOUT", "10", "seconds to connect to the upstream"),
     Setting(
         "CCPROXY_READ_TIMEOUT",
@@ -88,11 +90,11 @@ SETTINGS: tuple[Setting, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    api_key: str
+    api_key: str | None  # None: no upstream from the environment (a routing file provides them)
     api_key_env: str  # which variable held the key, named in "upstream rejected …" errors
     base_url: str
-    big_model: str
-    small_model: str
+    big_model: str | None
+    small_model: str | None
     host: str = "127.0.0.1"
     port: int = 11434
     workers: int = 1
@@ -112,6 +114,9 @@ class Settings:
     reasoning_effort: str | None = None
     reasoning_style: str = "openai"
     prompt_cache_key: bool = False
+    config_file: Path | None = None
+    upstreams: tuple[UpstreamConfig, ...] = ()  # from the routing file
+    rules: tuple[RouteRule, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -121,19 +126,29 @@ class Settings:
             value = env.get(name, "").strip()
             return value or None
 
+        config_file = Path(get("CCPROXY_CONFIG")).expanduser() if get("CCPROXY_CONFIG") else None
+        file_upstreams: tuple[UpstreamConfig, ...] = ()
+        rules: tuple[RouteRule, ...] = ()
+        if config_file is not None:
+            file_upstreams, rules = load_routing_file(config_file, get)
         api_key, api_key_env = get("OPENAI_API_KEY"), "OPENAI_API_KEY"
         if api_key is None and get("OPENROUTER_API_KEY"):
             api_key, api_key_env = get("OPENROUTER_API_KEY"), "OPENROUTER_API_KEY"
-        if api_key is None:
+        if api_key is None and not file_upstreams:
             raise ConfigError("OPENAI_API_KEY (or OPENROUTER_API_KEY) is not set: the upstream API key")
         default_base = DEFAULT_OPENROUTER_BASE_URL if api_key_env == "OPENROUTER_API_KEY" else DEFAULT_OPENAI_BASE_URL
         base_url = (get("OPENAI_BASE_URL") or default_base).rstrip("/")
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"OPENAI_BASE_URL must start with http:// or https://, got {base_url!r}")
         big, small = get("BIG_MODEL_NAME"), get("SMALL_MODEL_NAME")
+        if api_key is None:  # routing file only: no environment upstream to map models to
+            big = small = None
         for name, value in (("BIG_MODEL_NAME", big), ("SMALL_MODEL_NAME", small)):
-            if value is None:
+            if value is None and not file_upstreams:
                 raise ConfigError(f"{name} is not set: the upstream model for {_ROLE[name]}")
+        for rule in rules:
+            if rule.upstream == DEFAULT_UPSTREAM and api_key is None:
+                raise ConfigError(f"{config_file}: a route uses upstream 'default' but OPENAI_API_KEY is not set")
         log_level = (get("LOG_LEVEL") or "INFO").upper()
         if log_level not in LOG_LEVELS:
             raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
@@ -189,14 +204,22 @@ class Settings:
             reasoning_effort=effort,
             reasoning_style=style,
             prompt_cache_key=send_cache_key,
+            config_file=config_file,
+            upstreams=file_upstreams,
+            rules=rules,
         )
 
     def describe(self) -> str:
-        """The start-up line: where requests go and which models serve them. Never the key."""
-        return (
-            f"OpenAI Chat Completions upstream {self.base_url} (key from {self.api_key_env}); "
-            f"opus/sonnet → {self.big_model}, haiku → {self.small_model}"
-        )
+        """The start-up line: where requests go and which models serve them. Never a key."""
+        parts = []
+        if self.api_key is not None:
+            parts.append(f"OpenAI Chat Completions upstream {self.base_url} (key from {self.api_key_env})")
+            if self.big_model and self.small_model:
+                parts.append(f"opus/sonnet → {self.big_model}, haiku → {self.small_model}")
+        if self.config_file is not None:
+            names = ", ".join(f"{u.name} ({u.kind} {u.base_url})" for u in self.upstreams)
+            parts.append(f"routing file {self.config_file}: {len(self.rules)} rules; upstreams {names}")
+        return "; ".join(parts)
 
 
 _KIND_NAMES: dict[Any, str] = {int: "a whole number", float: "a number"}
@@ -247,3 +270,116 @@ def help_text() -> str:
         default = f" [default: {s.default}]" if s.default is not None else ""
         lines.append(f"  {s.env.ljust(width)}  {s.help}{default}")
     return "\n".join(lines)
+
+
+# --- the routing file ------------------------------------------------------------------------
+
+UPSTREAM_KINDS = ("chat", "anthropic")
+_UPSTREAM_KEYS = {
+    "kind",
+    "base_url",
+    "api_key_env",
+    "headers",
+    "reasoning_style",
+    "default_effort",
+    "prompt_cache_key",
+    "max_output_tokens",
+    "pass_client_key",
+}
+_DEFAULT_KEY_ENV = {"chat": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+
+
+def load_routing_file(
+    path: Path, get: Callable[[str], str | None]
+) -> tuple[tuple[UpstreamConfig, ...], tuple[RouteRule, ...]]:
+    """Parse and validate a routing file; every problem is a one-line ConfigError naming the entry."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"CCPROXY_CONFIG: cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    unknown = set(data) - {"upstreams", "routes"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)} (expected upstreams, routes)")
+    tables = data.get("upstreams", {})
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(f"{path}: needs at least one [upstreams.NAME] table")
+    upstreams = tuple(_upstream(path, name, table, get) for name, table in tables.items())
+    names = {u.name for u in upstreams}
+    routes = data.get("routes", [])
+    if not isinstance(routes, list) or not routes:
+        raise ConfigError(f"{path}: needs at least one [[routes]] entry")
+    rules = []
+    for i, entry in enumerate(routes):
+        where = f"{path}: routes[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a table")
+        extra = set(entry) - {"match", "upstream", "model"}
+        if extra:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(extra)} (expected match, upstream, model)")
+        match, upstream, model = entry.get("match"), entry.get("upstream"), entry.get("model")
+        if not isinstance(match, str) or not match:
+            raise ConfigError(f"{where}.match must be a model id or glob such as 'claude-*haiku*'")
+        if upstream not in names and upstream != DEFAULT_UPSTREAM:
+            raise ConfigError(f"{where}.upstream {upstream!r} is not one of {sorted(names)}")
+        if model is not None and (not isinstance(model, str) or not model):
+            raise ConfigError(f"{where}.model must be a non-empty string")
+        rules.append(RouteRule(match=match, upstream=upstream, model=model))
+    return upstreams, tuple(rules)
+
+
+def _upstream(path: Path, name: str, table: Any, get: Callable[[str], str | None]) -> UpstreamConfig:
+    where = f"{path}: upstreams.{name}"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    if name == DEFAULT_UPSTREAM:
+        raise ConfigError(f"{where}: the name 'default' is reserved for the environment's upstream")
+    extra = set(table) - _UPSTREAM_KEYS
+    if extra:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(extra)}")
+    kind = table.get("kind")
+    if kind == "responses":
+        raise ConfigError(f"{where}.kind 'responses' is not supported yet (chat or anthropic)")
+    if kind not in UPSTREAM_KINDS:
+        raise ConfigError(f"{where}.kind must be one of {', '.join(UPSTREAM_KINDS)}")
+    base_url = table.get("base_url")
+    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}.base_url must start with http:// or https://")
+    pass_client_key = table.get("pass_client_key", False)
+    if not isinstance(pass_client_key, bool) or (pass_client_key and kind != "anthropic"):
+        raise ConfigError(f"{where}.pass_client_key must be true or false, and only for kind 'anthropic'")
+    key_env = table.get("api_key_env", _DEFAULT_KEY_ENV[kind])
+    if not isinstance(key_env, str) or not key_env:
+        raise ConfigError(f"{where}.api_key_env must name an environment variable")
+    api_key = get(key_env)
+    if api_key is None and not pass_client_key:
+        raise ConfigError(f"{where}: environment variable {key_env} (its API key) is not set")
+    headers = table.get("headers", {})
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise ConfigError(f"{where}.headers must be a table of strings")
+    style = table.get("reasoning_style", "openrouter" if "openrouter.ai" in base_url else "openai")
+    if style not in ("openai", "openrouter", "none"):
+        raise ConfigError(f"{where}.reasoning_style must be openai, openrouter or none")
+    effort = table.get("default_effort")
+    if effort is not None and effort not in EFFORTS:
+        raise ConfigError(f"{where}.default_effort must be one of {', '.join(EFFORTS)}")
+    cache_key = table.get("prompt_cache_key", "://api.openai.com" in base_url)
+    if not isinstance(cache_key, bool):
+        raise ConfigError(f"{where}.prompt_cache_key must be true or false")
+    limit = table.get("max_output_tokens")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ConfigError(f"{where}.max_output_tokens must be a positive integer")
+    return UpstreamConfig(
+        name=name,
+        kind=kind,
+        base_url=base_url.rstrip("/"),
+        api_key=api_key,
+        api_key_env=key_env,
+        headers=tuple((str(k).lower(), v) for k, v in headers.items()),
+        options=UpstreamOptions(reasoning_style=style, default_effort=effort, prompt_cache_key=cache_key),
+        max_output_tokens=limit,
+        pass_client_key=pass_client_key,
+    )

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from .errors import ProxyError
+
+DEFAULT_UPSTREAM = "default"  # the upstream the environment settings describe
 
 # The Claude ids /v1/models lists (current families, aliases first). Any claude-* id is
 # served, listed or not.
@@ -33,12 +38,38 @@ class UpstreamOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """One named upstream (from the environment, or an [upstreams.NAME] table of the config file)."""
+
+    name: str
+    kind: str  # "chat" | "anthropic"
+    base_url: str
+    api_key: str | None
+    api_key_env: str  # named in "upstream rejected …" errors; the value is never shown
+    headers: tuple[tuple[str, str], ...] = ()
+    options: UpstreamOptions = UpstreamOptions()
+    max_output_tokens: int | None = None
+    pass_client_key: bool = False  # anthropic: forward the client's own x-api-key instead
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRule:
+    """A [[routes]] entry: requested ids matching ``match`` (a case-insensitive glob) go to
+    ``upstream`` as ``model`` (default: the requested id)."""
+
+    match: str
+    upstream: str
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     requested_model: str
     upstream_model: str
     reasoning: bool  # upstream takes max_completion_tokens and rejects sampling params
     max_output_tokens: int | None  # clamp for max_tokens, when known
     options: UpstreamOptions = UpstreamOptions()
+    upstream: str = DEFAULT_UPSTREAM
 
 
 # Known output-token limits of common upstream models, matched by prefix after any
@@ -59,55 +90,88 @@ OUTPUT_LIMITS: dict[str, int] = {
 
 
 class Router:
+    """Requested model id → Route. Routing rules (config file) first, in file order; then the
+    environment's mapping (haiku → SMALL, other claude-* → BIG, anything else unchanged) to the
+    ``default`` upstream, when the environment configures one."""
+
     def __init__(
         self,
-        big_model: str,
-        small_model: str,
+        big_model: str | None,
+        small_model: str | None,
         reasoning_pattern: str = r"^(o\d|gpt-5)",
         max_tokens_limit: int | None = None,
         options: UpstreamOptions | None = None,
+        rules: tuple[RouteRule, ...] = (),
+        upstreams: tuple[UpstreamConfig, ...] = (),
     ) -> None:
         self.options = options or UpstreamOptions()
         self.big_model = big_model
         self.small_model = small_model
+        self.rules = rules
+        self.upstreams = {u.name: u for u in upstreams}
         self._reasoning = re.compile(reasoning_pattern)
         self._limit = max_tokens_limit
         self._cache: dict[str, Route] = {}
 
-    def upstream_model(self, requested: str) -> str:
+    def resolve(self, requested: str) -> tuple[str, str] | None:
+        """(upstream name, upstream model), or None when nothing serves ``requested``."""
         lowered = requested.lower()
+        for rule in self.rules:
+            if fnmatchcase(lowered, rule.match.lower()):
+                return rule.upstream, rule.model or requested
+        if self.big_model is None or self.small_model is None:
+            return None
         if "haiku" in lowered:
-            return self.small_model
+            return DEFAULT_UPSTREAM, self.small_model
         if lowered.startswith("claude"):
-            return self.big_model
-        return requested
+            return DEFAULT_UPSTREAM, self.big_model
+        return DEFAULT_UPSTREAM, requested
+
+    def upstream_model(self, requested: str) -> str:
+        resolved = self.resolve(requested)
+        return resolved[1] if resolved else requested
 
     def route(self, requested: str) -> Route:
         route = self._cache.get(requested)
         if route is None:
-            upstream = self.upstream_model(requested)
+            resolved = self.resolve(requested)
+            if resolved is None:
+                raise ProxyError(404, f"model: {requested} is not served by any route", "not_found_error")
+            name, upstream = resolved
+            config = self.upstreams.get(name)
             bare = upstream.rsplit("/", 1)[-1].lower()
             route = Route(
                 requested_model=requested,
                 upstream_model=upstream,
                 reasoning=bool(self._reasoning.search(bare)),
-                max_output_tokens=self._limit or _known_limit(bare),
-                options=self.options,
+                max_output_tokens=(config.max_output_tokens if config else None) or self._limit or _known_limit(bare),
+                options=config.options if config else self.options,
+                upstream=name,
             )
             if len(self._cache) < 1024:  # requested ids are few; bound it anyway
                 self._cache[requested] = route
         return route
 
     def models(self) -> list[dict[str, str]]:
-        return [
-            {
-                "type": "model",
-                "id": model_id,
-                "display_name": f"{name} (→ {self.upstream_model(model_id)})",
-                "created_at": created,
-            }
-            for model_id, name, created in KNOWN_MODELS
-        ]
+        listed = [(model_id, name, created) for model_id, name, created in KNOWN_MODELS]
+        known = {model_id for model_id, _, _ in listed}
+        for rule in self.rules:  # exact ids named by routing rules are served too
+            if not any(c in rule.match for c in "*?[") and rule.match not in known:
+                listed.append((rule.match, rule.match, "2026-01-01T00:00:00Z"))
+                known.add(rule.match)
+        out = []
+        for model_id, name, created in listed:
+            resolved = self.resolve(model_id)
+            if resolved is not None:
+                out.append(
+                    {
+                        "type": "model",
+                        "id": model_id,
+                        "display_name": f"{name} (→ {resolved[1]})",
+                        "created_at": created,
+                    }
+                )
+        return out
 
 
 def _known_limit(bare_model: str) -> int | None:

@@ -45,16 +45,27 @@ class ClientDisconnected(Exception):
 
 
 class Request:
-    __slots__ = ("_read", "method", "path", "query", "request_id")
+    __slots__ = ("_header", "_read", "method", "path", "query", "request_id")
 
     def __init__(
-        self, method: str, path: str, query: str, request_id: str, read: Callable[[int], Awaitable[bytes]]
+        self,
+        method: str,
+        path: str,
+        query: str,
+        request_id: str,
+        read: Callable[[int], Awaitable[bytes]],
+        header: Callable[[str], str | None] = lambda name: None,
     ) -> None:
         self.method = method
         self.path = path
         self.query = query
         self.request_id = request_id
         self._read = read
+        self._header = header
+
+    def header(self, name: str) -> str | None:
+        """A request header by lower-case name."""
+        return self._header(name)
 
     async def body(self, limit: int) -> bytes:
         """The whole body; 413 ``request_too_large`` past ``limit`` bytes."""
@@ -75,6 +86,7 @@ class StreamResponse:
     on_close: Callable[[BaseException | None], None]  # called once the stream ended, however it ended
     ping: bytes = b""
     ping_interval: float = 15.0
+    headers: Headers = field(default_factory=list)  # extra response headers
     on_error: Callable[[BaseException], bytes] | None = None  # final bytes for an unexpected failure
 
 
@@ -167,7 +179,7 @@ async def serve_rsgi(handle: Handle, new_id: Callable[[], str], scope: Any, prot
             chunks.append(chunk)
         return b"".join(chunks)
 
-    response = await handle(Request(scope.method, scope.path, scope.query_string, request_id, read))
+    response = await handle(Request(scope.method, scope.path, scope.query_string, request_id, read, headers.get))
     if isinstance(response, Response):
         out = [("content-type", response.content_type), ("request-id", request_id), *response.headers]
         if scope.method == "HEAD":
@@ -175,7 +187,7 @@ async def serve_rsgi(handle: Handle, new_id: Callable[[], str], scope: Any, prot
         else:
             proto.response_bytes(response.status, out, response.body)
         return
-    transport = proto.response_stream(200, [*SSE_HEADERS, ("request-id", request_id)])
+    transport = proto.response_stream(200, [*SSE_HEADERS, ("request-id", request_id), *response.headers])
     with contextlib.suppress(ClientDisconnected):
         await relay(response, transport.send_bytes, proto.client_disconnect)
 
@@ -203,7 +215,15 @@ async def serve_asgi(handle: Handle, new_id: Callable[[], str], scope: dict, rec
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     query = scope.get("query_string", b"").decode("latin-1")
-    response = await handle(Request(scope["method"], scope["path"], query, request_id, read))
+
+    def header(name: str) -> str | None:
+        wanted = name.encode("latin-1")
+        for key, value in scope["headers"]:
+            if key.lower() == wanted:
+                return value.decode("latin-1")
+        return None
+
+    response = await handle(Request(scope["method"], scope["path"], query, request_id, read, header))
     if isinstance(response, Response):
         body = b"" if scope["method"] == "HEAD" else response.body
         out = [
@@ -215,7 +235,7 @@ async def serve_asgi(handle: Handle, new_id: Callable[[], str], scope: dict, rec
         await send({"type": "http.response.start", "status": response.status, "headers": out})
         await send({"type": "http.response.body", "body": body})
         return
-    headers = [(k.encode(), v.encode()) for k, v in (*SSE_HEADERS, ("request-id", request_id))]
+    headers = [(k.encode(), v.encode()) for k, v in (*SSE_HEADERS, ("request-id", request_id), *response.headers)]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
 
     async def write(chunk: bytes) -> None:

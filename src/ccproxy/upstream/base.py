@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..routing import Route
 from ..schemas.anthropic import MessagesRequest
+from ..serving import Response
 
 
 @dataclass(slots=True)
@@ -24,24 +25,29 @@ class Exchange:
     error_type: str | None = None
     error_message: str | None = None
     upstream_status: int | None = None
+    client_headers: dict[str, str] = field(default_factory=dict)  # anthropic-* (+ x-api-key) for pass-through
+    ratelimit: dict[str, str] = field(default_factory=dict)  # rate-limit headers an upstream reported
+    relay_headers: list[tuple[str, str]] = field(default_factory=list)  # headers to add to a streamed reply
 
 
 class Upstream(Protocol):
     kind: str
     url: str
 
-    def prepare(self, req: MessagesRequest, exchange: Exchange) -> bytes:
-        """The upstream request body. Split from sending so the caller can let go of the
-        decoded request (the largest thing a request holds) while it waits on the upstream."""
+    def prepare(self, req: MessagesRequest, body: bytes, exchange: Exchange) -> bytes:
+        """The upstream request body (``body`` is the client's, for pass-through). Split from
+        sending so the caller can let go of the decoded request (the largest thing a request
+        holds) while it waits on the upstream."""
         ...
 
-    async def create(self, payload: bytes, exchange: Exchange) -> dict[str, Any]:
-        """Non-streaming: the Anthropic message, or raise ProxyError."""
+    async def create(self, payload: bytes, exchange: Exchange) -> Response:
+        """Non-streaming: the response to send (an Anthropic message), or raise ProxyError."""
         ...
 
-    async def open_stream(self, payload: bytes, exchange: Exchange) -> AsyncIterator[bytes]:
-        """Streaming: returns once the upstream accepted the request (or raises ProxyError);
-        the iterator yields Anthropic SSE bytes and ends with message_stop or an error event."""
+    async def open_stream(self, payload: bytes, exchange: Exchange) -> AsyncIterator[bytes] | Response:
+        """Streaming: returns once the upstream answered (or raises ProxyError): an iterator of
+        Anthropic SSE bytes that ends with message_stop or an error event, or a whole Response
+        when a pass-through upstream answered with an error."""
         ...
 
     async def close(self) -> None: ...

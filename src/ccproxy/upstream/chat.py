@@ -12,6 +12,7 @@ from .._native import SSEDecoder
 from ..errors import ProxyError, Redactor, from_upstream, invalid_request
 from ..schemas.anthropic import MessagesRequest
 from ..schemas.openai_chat import decode_completion
+from ..serving import Response
 from ..tokens import estimate_tokens
 from ..translate.chat_request import build_chat_request
 from ..translate.chat_response import (
@@ -28,7 +29,15 @@ from .client import HttpClient, UpstreamReadError, UpstreamResponse
 class ChatUpstream:
     kind = "chat"
 
-    def __init__(self, client: HttpClient, base_url: str, api_key: str, api_key_env: str, redactor: Redactor) -> None:
+    def __init__(
+        self,
+        client: HttpClient,
+        base_url: str,
+        api_key: str,
+        api_key_env: str,
+        redactor: Redactor,
+        extra_headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         self.client = client
         self.url = f"{base_url}/chat/completions"
         self.api_key_env = api_key_env
@@ -38,17 +47,19 @@ class ChatUpstream:
             "authorization": f"Bearer {api_key}",
             "content-type": "application/json",
             "accept": "application/json, text/event-stream",
+            **dict(extra_headers),
         }
 
-    def prepare(self, req: MessagesRequest, exchange: Exchange) -> bytes:
+    def prepare(self, req: MessagesRequest, body: bytes, exchange: Exchange) -> bytes:
         """The upstream request body (pure translation; 400 for what cannot be sent)."""
         try:
             return compact(orjson.dumps(build_chat_request(req, exchange.route)))
         except orjson.JSONEncodeError as exc:  # e.g. max_tokens beyond 64 bits
             raise invalid_request(f"request has a value that cannot be sent upstream: {exc}") from None
 
-    async def create(self, payload: bytes, exchange: Exchange) -> dict[str, Any]:
-        return await self._complete(await self._send(payload, exchange), exchange)
+    async def create(self, payload: bytes, exchange: Exchange) -> Response:
+        message = await self._complete(await self._send(payload, exchange), exchange)
+        return Response(200, orjson.dumps(message))
 
     async def _complete(self, resp: UpstreamResponse, exchange: Exchange) -> dict[str, Any]:
         """Read a whole (non-streamed) completion and translate it."""

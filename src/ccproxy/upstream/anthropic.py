@@ -1,0 +1,147 @@
+"""Adapter for Anthropic itself: a verbatim pass-through that still records what happened.
+
+The request body goes upstream byte for byte (only the ``model`` is rewritten, when a routing
+rule names a different one); the answer comes back byte for byte, error statuses included. On the
+way the adapter reads usage (``message_start`` / ``message_delta`` or the JSON body) and the
+rate-limit headers for the request log and the dashboard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from .._native import SSEDecoder
+from ..errors import ProxyError, Redactor
+from ..routing import UpstreamConfig
+from ..schemas.anthropic import MessagesRequest
+from ..serving import Response
+from ..translate.chat_response import error_event
+from .base import Exchange
+from .client import HttpClient, UpstreamReadError, UpstreamResponse
+
+# Client headers that carry meaning for Anthropic and are forwarded (the key is handled apart).
+FORWARD_HEADERS = ("anthropic-version", "anthropic-beta")
+# Upstream response headers relayed to the client and recorded.
+RECORDED_PREFIXES = ("anthropic-ratelimit-", "anthropic-organization-id", "retry-after")
+
+
+class AnthropicUpstream:
+    kind = "anthropic"
+
+    def __init__(self, client: HttpClient, config: UpstreamConfig, redactor: Redactor) -> None:
+        self.client = client
+        self.config = config
+        base = config.base_url
+        self.url = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
+        self.redact = redactor
+
+    def prepare(self, req: MessagesRequest, body: bytes, exchange: Exchange) -> bytes:
+        route = exchange.route
+        if route.upstream_model == route.requested_model:
+            return body  # verbatim
+        data = orjson.loads(body)
+        data["model"] = route.upstream_model
+        return orjson.dumps(data)
+
+    def _headers(self, exchange: Exchange) -> dict[str, str]:
+        headers = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
+        headers.update(self.config.headers)
+        for name in FORWARD_HEADERS:
+            value = exchange.client_headers.get(name)
+            if value:
+                headers[name] = value
+        key = exchange.client_headers.get("x-api-key") if self.config.pass_client_key else self.config.api_key
+        if not key:
+            raise ProxyError(401, "no API key for the Anthropic upstream (send x-api-key)", "authentication_error")
+        headers["x-api-key"] = key
+        return headers
+
+    async def create(self, payload: bytes, exchange: Exchange) -> Response:
+        resp = await self.client.send(self.url, self._headers(exchange), payload)
+        exchange.upstream_status = resp.status
+        try:
+            data = await resp.read()
+        except UpstreamReadError as exc:
+            raise ProxyError(504 if exc.error_type == "timeout_error" else 502, exc.message) from None
+        relayed = self._record(resp, exchange)
+        if resp.status < 400:
+            _usage_from(_loads(data), exchange)
+        else:
+            exchange.error_type = "upstream_error"
+        return Response(resp.status, data, relayed, resp.headers.get("content-type", "application/json"))
+
+    async def open_stream(self, payload: bytes, exchange: Exchange) -> AsyncIterator[bytes] | Response:
+        resp = await self.client.send(self.url, self._headers(exchange), payload)
+        exchange.upstream_status = resp.status
+        relayed = self._record(resp, exchange)
+        if resp.status >= 400 or not resp.headers.get("content-type", "").startswith("text/event-stream"):
+            try:
+                data = await resp.read()
+            except UpstreamReadError as exc:
+                raise ProxyError(504 if exc.error_type == "timeout_error" else 502, exc.message) from None
+            if resp.status >= 400:
+                exchange.error_type = "upstream_error"
+            return Response(resp.status, data, relayed, resp.headers.get("content-type", "application/json"))
+        exchange.relay_headers = relayed
+        return self._relay(resp, exchange)
+
+    async def _relay(self, resp: UpstreamResponse, exchange: Exchange) -> AsyncIterator[bytes]:
+        decoder = SSEDecoder()
+        try:
+            async for chunk in resp.iter_bytes():
+                yield chunk  # untouched
+                for event, data in decoder.feed(chunk):
+                    if event in ("message_start", "message_delta", "error"):
+                        _observe(event, data, exchange)
+        except UpstreamReadError as exc:
+            exchange.error_type, exchange.error_message = exc.error_type, self.redact(exc.message)
+            # end any half-sent event first, so the client's parser sees a whole error event
+            yield (b"\n\n" if decoder.pending else b"") + error_event(exc.error_type, exchange.error_message)
+        finally:
+            await resp.close()
+
+    @staticmethod
+    def _record(resp: UpstreamResponse, exchange: Exchange) -> list[tuple[str, str]]:
+        relayed = [(k.lower(), v) for k, v in resp.headers.items() if k.lower().startswith(RECORDED_PREFIXES)]
+        exchange.ratelimit = dict(relayed)
+        return relayed
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _usage_from(message: Any, exchange: Exchange) -> None:
+    if isinstance(message, dict):
+        usage = message.get("usage")
+        if isinstance(usage, dict):
+            exchange.usage = {k: v for k, v in usage.items() if isinstance(v, int)}
+        if isinstance(message.get("stop_reason"), str):
+            exchange.stop_reason = message["stop_reason"]
+
+
+def _observe(event: str, data: bytes, exchange: Exchange) -> None:
+    payload = _loads(data)
+    if not isinstance(payload, dict):
+        return
+    if event == "message_start":
+        _usage_from(payload.get("message"), exchange)
+    elif event == "message_delta":
+        usage = payload.get("usage")
+        if isinstance(usage, dict):
+            exchange.usage = {**exchange.usage, **{k: v for k, v in usage.items() if isinstance(v, int)}}
+        delta = payload.get("delta")
+        if isinstance(delta, dict) and isinstance(delta.get("stop_reason"), str):
+            exchange.stop_reason = delta["stop_reason"]
+    elif event == "error":
+        error = payload.get("error")
+        exchange.error_type = error.get("type") if isinstance(error, dict) else "api_error"

@@ -1,0 +1,127 @@
+"""The routing file (CCPROXY_CONFIG): parsing, validation errors, and the Router's decisions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ccproxy.config import ConfigError, Settings
+from ccproxy.errors import ProxyError
+
+ENV = {
+    "OPENAI_API_KEY": "sk-x",
+    "BIG_MODEL_NAME": "gpt-big",
+    "SMALL_MODEL_NAME": "gpt-small",
+    "ANTHROPIC_API_KEY": "sk-ant",
+}
+
+GOOD = """
+[upstreams.anthropic]
+kind = "anthropic"
+base_url = "https://api.anthropic.com"
+
+[upstreams.router]
+kind = "chat"
+base_url = "https://openrouter.ai/api/v1"
+api_key_env = "OPENROUTER_KEY"
+headers = { "X-Title" = "ccproxy" }
+max_output_tokens = 8000
+
+[[routes]]
+match = "claude-opus-*"
+upstream = "anthropic"
+
+[[routes]]
+match = "*haiku*"
+upstream = "router"
+model = "google/gemini-flash"
+
+[[routes]]
+match = "local-llama"
+upstream = "default"
+model = "llama-3"
+"""
+
+
+def settings(tmp_path: Path, text: str, **env: str) -> Settings:
+    path = tmp_path / "routes.toml"
+    path.write_text(text)
+    return Settings.from_env({**ENV, "OPENROUTER_KEY": "or-key", "CCPROXY_CONFIG": str(path), **env})
+
+
+def router(s: Settings):
+    from ccproxy.routing import Router
+
+    return Router(s.big_model, s.small_model, rules=s.rules, upstreams=s.upstreams)
+
+
+def test_good_file_and_rule_order(tmp_path):
+    s = settings(tmp_path, GOOD)
+    assert [u.name for u in s.upstreams] == ["anthropic", "router"]
+    by_name = {u.name: u for u in s.upstreams}
+    assert by_name["anthropic"].api_key == "sk-ant" and by_name["router"].api_key == "or-key"
+    assert by_name["router"].options.reasoning_style == "openrouter"
+    assert ("x-title", "ccproxy") in by_name["router"].headers
+    r = router(s)
+    opus = r.route("claude-opus-4-8")
+    assert (opus.upstream, opus.upstream_model) == ("anthropic", "claude-opus-4-8")
+    haiku = r.route("claude-haiku-4-5")
+    assert (haiku.upstream, haiku.upstream_model, haiku.max_output_tokens) == ("router", "google/gemini-flash", 8000)
+    assert (r.route("local-llama").upstream, r.route("local-llama").upstream_model) == ("default", "llama-3")
+    sonnet = r.route("claude-sonnet-5")  # no rule: the environment's mapping
+    assert (sonnet.upstream, sonnet.upstream_model) == ("default", "gpt-big")
+    ids = [m["id"] for m in r.models()]
+    assert "local-llama" in ids and "claude-opus-4-8" in ids
+    assert "routing file" in s.describe() and "or-key" not in s.describe()
+
+
+def test_file_only_setup_needs_no_openai_settings(tmp_path):
+    text = GOOD.replace('upstream = "default"', 'upstream = "router"')
+    s = settings(tmp_path, text, OPENAI_API_KEY="", BIG_MODEL_NAME="", SMALL_MODEL_NAME="")
+    assert s.api_key is None and s.big_model is None
+    with pytest.raises(ProxyError) as err:
+        router(s).route("claude-sonnet-5")  # no rule and no environment upstream
+    assert err.value.status == 404 and err.value.error_type == "not_found_error"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (
+            "[upstreams.a]\nkind='chat'\nbase_url='https://x'\ncolour='red'\n[[routes]]\nmatch='*'\nupstream='a'",
+            "unknown key(s) ['colour']",
+        ),
+        ("[upstreams.a]\nkind='grpc'\nbase_url='https://x'\n[[routes]]\nmatch='*'\nupstream='a'", "kind must be"),
+        (
+            "[upstreams.a]\nkind='responses'\nbase_url='https://x'\n[[routes]]\nmatch='*'\nupstream='a'",
+            "not supported yet",
+        ),
+        ("[upstreams.a]\nkind='chat'\nbase_url='x'\n[[routes]]\nmatch='*'\nupstream='a'", "base_url"),
+        (
+            "[upstreams.a]\nkind='chat'\nbase_url='https://x'\napi_key_env='NOPE'\n[[routes]]\nmatch='*'\nupstream='a'",
+            "NOPE",
+        ),
+        ("[upstreams.a]\nkind='chat'\nbase_url='https://x'\n[[routes]]\nmatch='*'\nupstream='b'", "upstream 'b'"),
+        ("[upstreams.a]\nkind='chat'\nbase_url='https://x'\n", "at least one [[routes]]"),
+        (
+            "[upstreams.default]\nkind='chat'\nbase_url='https://x'\n[[routes]]\nmatch='*'\nupstream='default'",
+            "reserved",
+        ),
+        ("[upstreams.a\nkind=", "not valid TOML"),
+        (
+            "[upstreams.a]\nkind='chat'\nbase_url='https://x'\npass_client_key=true\n[[routes]]\nmatch='*'\nupstream='a'",
+            "pass_client_key",
+        ),
+    ],
+)
+def test_invalid_files_give_one_line_errors(tmp_path, text, fragment):
+    with pytest.raises(ConfigError) as err:
+        settings(tmp_path, text)
+    assert fragment in str(err.value) and "\n" not in str(err.value) and "routes.toml" in str(err.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({**ENV, "CCPROXY_CONFIG": str(tmp_path / "nope.toml")})
+    assert "cannot read" in str(err.value)
