@@ -74,6 +74,8 @@ class ProxyApp:
         self.routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/messages"): self.messages,
             ("POST", "/v1/messages/count_tokens"): self.count_tokens,
+            ("POST", "/anthropic/v1/messages"): self.messages,
+            ("POST", "/anthropic/v1/messages/count_tokens"): self.count_tokens,
             ("GET", "/v1/models"): self.models,
             ("GET", "/"): self.root,
             ("HEAD", "/"): self.root,

@@ -373,11 +373,17 @@ def test_other_endpoints(proxy):
     assert resp.status_code == 404 and resp.json()["error"]["type"] == "not_found_error"
     resp = httpx.get(f"{proxy.base}/v1/messages")
     assert resp.status_code == 405 and resp.json()["type"] == "error"
+    for prefix in ("", "/anthropic"):  # the /anthropic/v1/... aliases
+        resp = httpx.post(
+            f"{proxy.base}{prefix}/v1/messages/count_tokens?beta=true",
+            json={"model": "claude-sonnet-5", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert resp.status_code == 200 and resp.json()["input_tokens"] > 0
     resp = httpx.post(
-        f"{proxy.base}/v1/messages/count_tokens?beta=true",
-        json={"model": "claude-sonnet-5", "messages": [{"role": "user", "content": "hi"}]},
+        f"{proxy.base}/anthropic/v1/messages",
+        json={"model": "claude-sonnet-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
     )
-    assert resp.status_code == 200 and resp.json()["input_tokens"] > 0
+    assert resp.status_code == 200 and resp.json()["type"] == "message"
 
 
 def test_request_too_large(mock_upstream, tmp_path):
