@@ -1,23 +1,27 @@
 """The native regression gate: ``pytest benchmarks/ --benchmark-only``.
 
 Every op in test_native.py is benchmarked twice in one run, Cython and the pure-Python fallback
-(the pair's reference). At the end the gate compares the two medians of each op and fails the
-run when the Cython/fallback speed ratio is below the op's floor. Ratios measured in the same run
-are stable on a shared machine where absolute times are not.
+(the pair's reference). At the end the gate compares the two *minimum* times of each op (the
+estimate least moved by other work on a shared machine) and fails the run when the
+fallback/Cython ratio is below the op's floor. Ratios measured in the same run are stable where
+absolute times are not.
 """
 
 from __future__ import annotations
 
 import pytest
 
-# Minimum fallback/Cython median ratio per op (benchmark group). See docs/benchmarks.md.
+# Minimum fallback/Cython ratio per op (benchmark group). See docs/benchmarks.md.
 FLOORS: dict[str, float] = {
     "sse.decode_stream": 3.0,
     "sse.content_delta": 3.0,
     "sse.frame_event": 3.0,
     "jsonsize.claude_code_request": 3.0,
     "cachekey.claude_code_request": 3.0,
-    "lru.get_put_mix": 3.0,
+    "lru.evict_heavy": 2.8,  # measured 3.3-3.7x; the floor leaves room for a noisy CI box
+    # Hits are ~40 ns in Cython against ~115 ns in Python; the loop and call overhead both pay
+    # bound the ratio near 2x (docs/benchmarks.md). Guarded against regressions, not at 3x.
+    "lru.hit_heavy": 1.6,
 }
 
 
@@ -28,9 +32,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     medians: dict[str, dict[str, float]] = {}
     for meta in bench.benchmarks:
         impl = meta.name.rsplit("[", 1)[-1].rstrip("]")
-        medians.setdefault(meta.group, {})[impl] = meta.stats.median
+        medians.setdefault(meta.group, {})[impl] = meta.stats.min
     failures = []
-    lines = ["", "native gate (fallback median / Cython median, same run):"]
+    lines = ["", "native gate (fallback / Cython, minimum times of one run):"]
     for group, floor in FLOORS.items():
         pair = medians.get(group, {})
         if "python" not in pair or "cython" not in pair:

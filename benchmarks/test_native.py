@@ -6,6 +6,7 @@ Run: ``pytest benchmarks/ --benchmark-only`` (the gate in conftest.py checks the
 from __future__ import annotations
 
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -83,17 +84,35 @@ def test_cachekey_claude_code_request(benchmark, impl):
     assert len(benchmark(impl.cache_key, CLAUDE_CODE)) == 32
 
 
+# A cache's real traffic is skewed: 80 % of 2 000 lookups go to 200 hot keys, the rest spread over
+# 3 000 cold ones (a miss stores the value, evicting from the 1 000-entry cache). Deterministic.
+_rng = random.Random(7)
+LRU_TRAFFIC = [f"key-{_rng.randrange(200) if _rng.random() < 0.8 else 200 + _rng.randrange(3000)}" for _ in range(2000)]
+
+
 @pytest.mark.parametrize("impl", impls("lru"))
-def test_lru_get_put_mix(benchmark, impl):
-    benchmark.group = "lru.get_put_mix"
+def test_lru_evict_heavy(benchmark, impl):
+    benchmark.group = "lru.evict_heavy"
     cache = impl.LRUCache(1000, 10**9)
-    keys = [f"key-{i}" for i in range(1500)]
-    for k in keys[:1000]:
-        cache.put(k, k, 100)
+    keys = [f"key-{i}" for i in range(1500)]  # more keys than entries: every lookup misses and evicts
 
     def run():
         get, put = cache.get, cache.put
         for k in keys:
+            if get(k) is None:
+                put(k, k, 100)
+
+    benchmark(run)
+
+
+@pytest.mark.parametrize("impl", impls("lru"))
+def test_lru_hit_heavy(benchmark, impl):
+    benchmark.group = "lru.hit_heavy"
+    cache = impl.LRUCache(1000, 10**9)
+
+    def run():
+        get, put = cache.get, cache.put
+        for k in LRU_TRAFFIC:
             if get(k) is None:
                 put(k, k, 100)
 

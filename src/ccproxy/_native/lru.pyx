@@ -58,9 +58,20 @@ cdef class LRUCache:
         cdef _Node node
         if found != NULL:
             node = <_Node>found
-            del self._nodes[key]
-            self._unlink(node)
             self.total_bytes -= node.size
+            if size > self.max_bytes:
+                del self._nodes[key]
+                self._unlink(node)
+                return False
+            # Replace in place and make it the most recent: the reference's pop + insert.
+            node.value = value
+            node.size = size
+            if node is not self._head.prev:
+                self._unlink(node)
+                self._append(node)
+            self.total_bytes += size
+            self._evict_over_bounds()
+            return True
         if size > self.max_bytes:
             return False
         if len(self._nodes) >= self.max_entries and self._head.next is not self._head:
@@ -79,13 +90,17 @@ cdef class LRUCache:
         self._nodes[key] = node
         self._append(node)
         self.total_bytes += size
+        self._evict_over_bounds()
+        return True
+
+    cdef inline void _evict_over_bounds(self) except *:
+        cdef _Node node
         while len(self._nodes) > self.max_entries or self.total_bytes > self.max_bytes:
             node = self._head.next
             self._unlink(node)
             del self._nodes[node.key]
             self.total_bytes -= node.size
             self.evictions += 1
-        return True
 
     cpdef object pop(self, object key, object default=None):
         cdef object found = self._nodes.pop(key, None)
