@@ -9,6 +9,7 @@ or an Anthropic error envelope with a ``request-id`` header; nothing escapes as 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import os
@@ -185,6 +186,9 @@ class ProxyApp:
             raise invalid_request("max_tokens: must be at least 1")
         stream = parsed.stream
         exchange = Exchange(req.request_id, self.router.route(parsed.model), len(body), stream)
+        session = req.header("x-claude-code-session-id")
+        if session:  # logs correlate a session by a hash prefix, never by the id itself
+            exchange.session = hashlib.sha256(session.encode()).hexdigest()[:16]
         upstream = self.adapter(exchange.route.upstream)
         if upstream.kind == "anthropic":
             exchange.client_headers = {
@@ -288,6 +292,9 @@ class ProxyApp:
                     "stop_reason": exchange.stop_reason,
                     "usage": exchange.usage or None,
                     "error_type": exchange.error_type,
+                    "upstream": exchange.route.upstream,
+                    "session": exchange.session,
+                    "ratelimit": exchange.ratelimit or None,
                 }
             )
         if exchange.error_type and exchange.error_type != "client_disconnected":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import anthropic
@@ -433,17 +434,24 @@ def test_secrets_never_reach_logs(proxy, client, mock_upstream):
     with pytest.raises(anthropic.AuthenticationError) as err:
         client.messages.create(model="claude-sonnet-5", max_tokens=5, messages=[{"role": "user", "content": key}])
     assert UPSTREAM_KEY not in json.dumps(err.value.body)  # the client never sees the upstream key either
-    client.messages.create(model="claude-sonnet-5", max_tokens=5, messages=[{"role": "user", "content": "plain"}])
+    session = "2f0c7a1e-5b7d-4e45-9f41-secret-session"
+    client.messages.create(
+        model="claude-sonnet-5",
+        max_tokens=5,
+        messages=[{"role": "user", "content": "plain"}],
+        extra_headers={"X-Claude-Code-Session-Id": session},
+    )
     import time
 
     time.sleep(0.3)  # log writer thread
     logs = (proxy.data_dir / "log.jsonl").read_text()
     errors = (proxy.data_dir / "error.jsonl").read_text()
     assert logs.strip() and errors.strip()
-    for secret in (UPSTREAM_KEY, CLIENT_KEY):
+    for secret in (UPSTREAM_KEY, CLIENT_KEY, session):
         assert secret not in logs and secret not in errors
     record = json.loads(logs.strip().splitlines()[-1])
     assert record["model"] == "claude-sonnet-5" and record["upstream_model"] == "gpt-big" and record["status"] == 200
+    assert record["session"] == hashlib.sha256(session.encode()).hexdigest()[:16]
 
 
 def test_client_disconnect_cancels_the_upstream_stream(proxy, mock_upstream):

@@ -80,6 +80,9 @@ def test_pass_through_non_stream(routed, mock_upstream):
     msg = raw.parse()
     assert msg.id == "msg_upstream_1" and msg.content[0].text == "from anthropic"  # the upstream's own message
     assert raw.headers["anthropic-ratelimit-requests-remaining"] == "49"
+    time.sleep(0.3)
+    logged = [json.loads(line) for line in (routed.data_dir / "log.jsonl").read_text().splitlines()]
+    assert any(r.get("ratelimit") == {"anthropic-ratelimit-requests-remaining": "49"} for r in logged)
     [seen] = mock_upstream.requests(key)
     assert seen["path"] == "/v1/messages"
     assert seen["headers"]["x-api-key"] == ANTHROPIC_KEY  # the configured key, never the client's

@@ -28,6 +28,7 @@ class Exchange:
     client_headers: dict[str, str] = field(default_factory=dict)  # anthropic-* (+ x-api-key) for pass-through
     ratelimit: dict[str, str] = field(default_factory=dict)  # rate-limit headers an upstream reported
     relay_headers: list[tuple[str, str]] = field(default_factory=list)  # headers to add to a streamed reply
+    session: str | None = None  # hash prefix of the client's session id, for correlation only
 
 
 class Upstream(Protocol):
