@@ -207,9 +207,15 @@ class ProxyApp:
             exchange.status, exchange.error_type, exchange.error_message = exc.status, exc.error_type, exc.message
             self.log_request(exchange, started)
             raise
-        except BaseException:
+        except (asyncio.CancelledError, ClientDisconnected):
             self.in_flight -= 1
             exchange.status, exchange.error_type = 499, "client_disconnected"
+            self.log_request(exchange, started)
+            raise
+        except Exception as exc:  # a bug: logged here, answered as a 500 envelope by handle()
+            self.in_flight -= 1
+            exchange.status, exchange.error_type = 500, "api_error"
+            exchange.error_message = f"internal error: {type(exc).__name__}"
             self.log_request(exchange, started)
             raise
         if not stream or isinstance(events, Response):
