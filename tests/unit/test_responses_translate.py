@@ -1,0 +1,242 @@
+"""Anthropic ↔ OpenAI Responses translation (pure functions; the adapter comes with issue 6)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from ccproxy.routing import Router
+from ccproxy.schemas.anthropic import decode_messages_request
+from ccproxy.translate.chat_request import ORPHAN_RESULT_TEXT
+from ccproxy.translate.chat_response import StreamFailure
+from ccproxy.translate.responses_request import build_responses_request, decode_signature, encode_signature
+from ccproxy.translate.responses_response import response_to_message
+from tests.conftest import CLAUDE_CODE_FIXTURES
+
+
+def translate(model: str = "gpt-4.1", **body) -> dict:
+    body.setdefault("model", "claude-sonnet-5")
+    body.setdefault("max_tokens", 100)
+    body.setdefault("messages", [{"role": "user", "content": "hi"}])
+    req = decode_messages_request(orjson.dumps(body))
+    return orjson.loads(orjson.dumps(build_responses_request(req, Router(model, model).route(req.model))))
+
+
+def test_basic_shape():
+    out = translate(system="be brief", temperature=0.5, stop_sequences=["x"], stream=True)
+    assert out["instructions"] == "be brief" and out["store"] is False and out["stream"] is True
+    assert out["input"] == [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}]
+    assert out["max_output_tokens"] == 100 and out["temperature"] == 0.5
+    assert "stop" not in out and "include" not in out and "reasoning" not in out
+
+
+def test_reasoning_models_ask_for_encrypted_reasoning():
+    out = translate("o4-mini", thinking={"type": "enabled", "budget_tokens": 20000}, temperature=0.3)
+    assert out["include"] == ["reasoning.encrypted_content"]
+    assert out["reasoning"] == {"effort": "high", "summary": "auto"}
+    assert "temperature" not in out
+
+
+def test_tools_and_choice_are_flat():
+    schema = {"type": "object", "properties": {"q": {"type": "string"}}}
+    out = translate(
+        tools=[{"name": "search", "description": "find", "input_schema": schema}],
+        tool_choice={"type": "tool", "name": "search", "disable_parallel_tool_use": True},
+    )
+    assert out["tools"] == [{"type": "function", "name": "search", "description": "find", "parameters": schema}]
+    assert out["tool_choice"] == {"type": "function", "name": "search"} and out["parallel_tool_calls"] is False
+
+
+def test_tool_round_trip_items_and_orphans():
+    out = translate(
+        messages=[
+            {"role": "user", "content": "go"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": "Running both."},
+                    {"type": "tool_use", "id": "call_1", "name": "Bash", "input": {"command": "ls"}},
+                    {"type": "tool_use", "id": "call_2", "name": "Bash", "input": {"command": "pwd"}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "call_1", "content": "a.txt", "is_error": False},
+                    {"type": "tool_result", "tool_use_id": "lost", "content": "x"},
+                    {"type": "text", "text": "thanks"},
+                ],
+            },
+        ]
+    )
+    kinds = [(i["type"], i.get("role") or i.get("call_id")) for i in out["input"]]
+    assert kinds == [
+        ("message", "user"),
+        ("message", "assistant"),
+        ("function_call", "call_1"),
+        ("function_call", "call_2"),
+        ("function_call_output", "call_1"),
+        ("function_call_output", "call_2"),
+        ("message", "user"),
+    ]
+    assert out["input"][2]["arguments"] == '{"command":"ls"}'
+    assert out["input"][5]["output"] == ORPHAN_RESULT_TEXT
+    assert out["input"][6]["content"] == [
+        {"type": "input_text", "text": "[tool result for lost]\nx"},
+        {"type": "input_text", "text": "thanks"},
+    ]
+
+
+def test_images_and_documents():
+    out = translate(
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAA"}},
+                    {
+                        "type": "document",
+                        "title": "a.pdf",
+                        "source": {"type": "base64", "media_type": "application/pdf", "data": "JV"},
+                    },
+                ],
+            }
+        ]
+    )
+    assert out["input"][0]["content"] == [
+        {"type": "input_image", "image_url": "data:image/png;base64,AAA"},
+        {"type": "input_file", "filename": "a.pdf", "file_data": "data:application/pdf;base64,JV"},
+    ]
+
+
+def test_encrypted_reasoning_round_trip_across_turns():
+    first = {
+        "id": "resp_1",
+        "status": "completed",
+        "output": [
+            {
+                "type": "reasoning",
+                "id": "rs_1",
+                "encrypted_content": "ENCRYPTED==",
+                "summary": [{"type": "summary_text", "text": "Need the file list."}],
+            },
+            {"type": "function_call", "call_id": "call_9", "name": "Bash", "arguments": '{"command":"ls"}'},
+        ],
+        "usage": {"input_tokens": 100, "output_tokens": 20, "input_tokens_details": {"cached_tokens": 60}},
+    }
+    message = response_to_message(first, "claude-sonnet-5", 10)
+    thinking, tool = message["content"]
+    assert thinking == {
+        "type": "thinking",
+        "thinking": "Need the file list.",
+        "signature": encode_signature("rs_1", "ENCRYPTED=="),
+    }
+    assert tool == {"type": "tool_use", "id": "call_9", "name": "Bash", "input": {"command": "ls"}}
+    assert message["stop_reason"] == "tool_use"
+    assert message["usage"] == {
+        "input_tokens": 40,
+        "output_tokens": 20,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 60,
+    }
+    # the client sends the turn back; the next upstream request carries the reasoning item again
+    out = translate(
+        "o4-mini",
+        messages=[
+            {"role": "user", "content": "list files"},
+            {"role": "assistant", "content": message["content"]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_9", "content": "a.txt"}]},
+        ],
+    )
+    reasoning, call, output = out["input"][1:4]
+    assert reasoning == {
+        "type": "reasoning",
+        "id": "rs_1",
+        "encrypted_content": "ENCRYPTED==",
+        "summary": [{"type": "summary_text", "text": "Need the file list."}],
+    }
+    assert call["type"] == "function_call" and output == {
+        "type": "function_call_output",
+        "call_id": "call_9",
+        "output": "a.txt",
+    }
+
+
+def test_anthropic_signatures_are_not_sent_to_openai():
+    out = translate(
+        messages=[
+            {"role": "user", "content": "q"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "secret", "signature": "EqQBCkYIARgC..."},
+                    {"type": "text", "text": "a"},
+                ],
+            },
+            {"role": "user", "content": "more"},
+        ]
+    )
+    assert "secret" not in orjson.dumps(out).decode() and decode_signature("EqQBCkYIARgC...") is None
+    assert out["input"][1] == {
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": "a"}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("resp", "reason"),
+    [
+        (
+            {
+                "status": "incomplete",
+                "incomplete_details": {"reason": "max_output_tokens"},
+                "output": [{"type": "message", "content": [{"type": "output_text", "text": "cut"}]}],
+            },
+            "max_tokens",
+        ),
+        (
+            {
+                "status": "completed",
+                "output": [{"type": "message", "content": [{"type": "output_text", "text": "ok"}]}],
+            },
+            "end_turn",
+        ),
+        ({"status": "incomplete", "incomplete_details": {"reason": "content_filter"}, "output": []}, "refusal"),
+    ],
+)
+def test_stop_reasons(resp, reason):
+    assert response_to_message(resp, "m", 1)["stop_reason"] == reason
+
+
+def test_failed_response_is_an_error():
+    with pytest.raises(StreamFailure):
+        response_to_message({"status": "failed", "error": {"message": "server had an error"}}, "m", 1)
+
+
+@pytest.mark.parametrize("name", CLAUDE_CODE_FIXTURES)
+def test_claude_code_requests(claude_code_fixture, name):
+    body = claude_code_fixture(name)
+    req = decode_messages_request(orjson.dumps(body))
+    out = orjson.loads(orjson.dumps(build_responses_request(req, Router("gpt-5", "gpt-5-mini").route(req.model))))
+    text = orjson.dumps(out).decode()
+    for field in ('"cache_control"', '"context_management"', '"output_config"'):
+        assert field not in text
+    assert set(out) <= {
+        "model",
+        "input",
+        "store",
+        "instructions",
+        "max_output_tokens",
+        "include",
+        "reasoning",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "prompt_cache_key",
+        "stream",
+    }
+    calls = [i["call_id"] for i in out["input"] if i["type"] == "function_call"]
+    outputs = [i["call_id"] for i in out["input"] if i["type"] == "function_call_output"]
+    assert calls == outputs  # every call answered, in order
+    assert out["instructions"] and out["tools"][0]["type"] == "function" and "parameters" in out["tools"][0]
