@@ -40,6 +40,7 @@ from .upstream.anthropic import AnthropicUpstream
 from .upstream.base import Exchange, Upstream
 from .upstream.chat import ChatUpstream
 from .upstream.client import create_client
+from .upstream.responses import ResponsesUpstream
 
 log = logging.getLogger("ccproxy.app")
 
@@ -102,7 +103,8 @@ class ProxyApp:
                 if config.kind == "anthropic":
                     adapter = AnthropicUpstream(client, config, self.redact)
                 else:
-                    adapter = ChatUpstream(
+                    kind = ResponsesUpstream if config.kind == "responses" else ChatUpstream
+                    adapter = kind(
                         client, config.base_url, config.api_key or "", config.api_key_env, self.redact, config.headers
                     )
             self._adapters[name] = adapter

@@ -274,7 +274,7 @@ def help_text() -> str:
 
 # --- the routing file ------------------------------------------------------------------------
 
-UPSTREAM_KINDS = ("chat", "anthropic")
+UPSTREAM_KINDS = ("chat", "responses", "anthropic")
 _UPSTREAM_KEYS = {
     "kind",
     "base_url",
@@ -286,7 +286,7 @@ _UPSTREAM_KEYS = {
     "max_output_tokens",
     "pass_client_key",
 }
-_DEFAULT_KEY_ENV = {"chat": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+_DEFAULT_KEY_ENV = {"chat": "OPENAI_API_KEY", "responses": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
 
 def load_routing_file(
@@ -341,8 +341,6 @@ def _upstream(path: Path, name: str, table: Any, get: Callable[[str], str | None
     if extra:
         raise ConfigError(f"{where}: unknown key(s) {sorted(extra)}")
     kind = table.get("kind")
-    if kind == "responses":
-        raise ConfigError(f"{where}.kind 'responses' is not supported yet (chat or anthropic)")
     if kind not in UPSTREAM_KINDS:
         raise ConfigError(f"{where}.kind must be one of {', '.join(UPSTREAM_KINDS)}")
     base_url = table.get("base_url")

@@ -36,9 +36,19 @@ base_url = "{mock_upstream.base}/v1"
 api_key_env = "TEST_CHAT2_KEY"
 headers = {{ "X-Title" = "ccproxy-test" }}
 
+[upstreams.resp]
+kind = "responses"
+base_url = "{mock_upstream.base}/v1"
+api_key_env = "TEST_CHAT2_KEY"
+
 [[routes]]
 match = "claude-opus-*"
 upstream = "anth"
+
+[[routes]]
+match = "gpt-5-via-responses"
+upstream = "resp"
+model = "gpt-5-test"
 
 [[routes]]
 match = "*haiku*"
@@ -182,3 +192,112 @@ def test_other_models_go_to_their_upstreams(routed, mock_upstream):
     )
     assert msg.content[0].text == "default upstream"
     assert mock_upstream.requests(key)[0]["body"]["model"] == "gpt-big"
+
+
+def responses_sse(events: list[dict]) -> list[str]:
+    wire = b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events)
+    return [wire[i : i + 53].hex() for i in range(0, len(wire), 53)]
+
+
+def test_responses_upstream_multi_turn_with_encrypted_reasoning(routed, mock_upstream):
+    args = '{"command": "ls -la"}'
+    turn1 = [
+        {"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}},
+        {"type": "response.output_item.added", "output_index": 0, "item": {"type": "reasoning", "id": "rs_1"}},
+        {"type": "response.reasoning_summary_text.delta", "item_id": "rs_1", "delta": "List the "},
+        {"type": "response.reasoning_summary_text.delta", "item_id": "rs_1", "delta": "files."},
+        {
+            "type": "response.output_item.done",
+            "output_index": 0,
+            "item": {"type": "reasoning", "id": "rs_1", "encrypted_content": "gAAAAB-secret-blob=="},
+        },
+        {
+            "type": "response.output_item.added",
+            "output_index": 1,
+            "item": {"type": "function_call", "id": "fc_1", "call_id": "call_ls", "name": "Bash", "arguments": ""},
+        },
+        *(
+            {"type": "response.function_call_arguments.delta", "item_id": "fc_1", "delta": args[i : i + 4]}
+            for i in range(0, len(args), 4)
+        ),
+        {
+            "type": "response.output_item.done",
+            "output_index": 1,
+            "item": {"type": "function_call", "id": "fc_1", "call_id": "call_ls", "name": "Bash", "arguments": args},
+        },
+        {
+            "type": "response.completed",
+            "response": {
+                "id": "resp_1",
+                "status": "completed",
+                "usage": {"input_tokens": 500, "output_tokens": 30, "input_tokens_details": {"cached_tokens": 400}},
+            },
+        },
+    ]
+    turn2 = {
+        "id": "resp_2",
+        "status": "completed",
+        "output": [
+            {
+                "type": "message",
+                "id": "m_2",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "Two files."}],
+            }
+        ],
+        "usage": {"input_tokens": 600, "output_tokens": 4},
+    }
+    key = mock_upstream.script({"raw_hex": responses_sse(turn1)}, {"json": turn2})
+    tools = [{"name": "Bash", "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}}]
+    messages = [{"role": "user", "content": f"list files {key}"}]
+    client = routed.client()
+    with client.messages.stream(
+        model="gpt-5-via-responses",
+        max_tokens=1000,
+        tools=tools,
+        messages=messages,
+        thinking={"type": "enabled", "budget_tokens": 2048},
+    ) as s:
+        first = s.get_final_message()
+    thinking, tool = first.content
+    assert thinking.type == "thinking" and thinking.thinking == "List the files."
+    assert tool.type == "tool_use" and tool.id == "call_ls" and tool.input == {"command": "ls -la"}
+    assert first.stop_reason == "tool_use" and first.model == "gpt-5-via-responses"
+    assert (first.usage.input_tokens, first.usage.cache_read_input_tokens, first.usage.output_tokens) == (100, 400, 30)
+    messages += [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_ls", "content": "a.txt b.txt"}]},
+    ]
+    second = client.messages.create(model="gpt-5-via-responses", max_tokens=1000, tools=tools, messages=messages)
+    assert second.content[0].text == "Two files."
+    recorded = mock_upstream.requests(key)
+    sent1, sent2 = (r["body"] for r in recorded)
+    assert recorded[0]["path"] == "/v1/responses"
+    assert sent1["model"] == "gpt-5-test" and sent1["store"] is False
+    assert sent1["include"] == ["reasoning.encrypted_content"] and sent1["reasoning"]["effort"] == "low"
+    items = sent2["input"]
+    reasoning = next(i for i in items if i["type"] == "reasoning")
+    assert reasoning["id"] == "rs_1" and reasoning["encrypted_content"] == "gAAAAB-secret-blob=="
+    assert items.index(reasoning) < next(n for n, i in enumerate(items) if i["type"] == "function_call")
+    assert {"type": "function_call_output", "call_id": "call_ls", "output": "a.txt b.txt"} in items
+
+
+def test_responses_failed_stream_ends_in_error(routed, mock_upstream):
+    from tests.support.sse import parse_sse
+
+    events = [
+        {"type": "response.created", "response": {"id": "r", "status": "in_progress"}},
+        {"type": "response.output_item.added", "output_index": 0, "item": {"type": "message", "id": "m"}},
+        {"type": "response.output_text.delta", "item_id": "m", "delta": "partial"},
+        {"type": "response.failed", "response": {"status": "failed", "error": {"message": "model crashed"}}},
+    ]
+    key = mock_upstream.script({"raw_hex": responses_sse(events)})
+    body = {
+        "model": "gpt-5-via-responses",
+        "max_tokens": 5,
+        "stream": True,
+        "messages": [{"role": "user", "content": key}],
+    }
+    raw = httpx.post(f"{routed.base}/v1/messages", json=body, timeout=30).content
+    names = [name for name, _ in parse_sse(raw)]
+    assert names[-1] == "error" and "message_stop" not in names and b"model crashed" in raw

@@ -93,10 +93,6 @@ def test_file_only_setup_needs_no_openai_settings(tmp_path):
             "unknown key(s) ['colour']",
         ),
         ("[upstreams.a]\nkind='grpc'\nbase_url='https://x'\n[[routes]]\nmatch='*'\nupstream='a'", "kind must be"),
-        (
-            "[upstreams.a]\nkind='responses'\nbase_url='https://x'\n[[routes]]\nmatch='*'\nupstream='a'",
-            "not supported yet",
-        ),
         ("[upstreams.a]\nkind='chat'\nbase_url='x'\n[[routes]]\nmatch='*'\nupstream='a'", "base_url"),
         (
             "[upstreams.a]\nkind='chat'\nbase_url='https://x'\napi_key_env='NOPE'\n[[routes]]\nmatch='*'\nupstream='a'",
@@ -125,3 +121,12 @@ def test_missing_file(tmp_path):
     with pytest.raises(ConfigError) as err:
         Settings.from_env({**ENV, "CCPROXY_CONFIG": str(tmp_path / "nope.toml")})
     assert "cannot read" in str(err.value)
+
+
+def test_responses_kind_is_accepted(tmp_path):
+    s = settings(
+        tmp_path,
+        "[upstreams.r]\nkind='responses'\nbase_url='https://api.openai.com/v1'\n[[routes]]\nmatch='*'\nupstream='r'",
+    )
+    assert s.upstreams[0].kind == "responses" and s.upstreams[0].api_key_env == "OPENAI_API_KEY"
+    assert s.upstreams[0].options.prompt_cache_key is True

@@ -321,6 +321,9 @@ class ChatStreamTranslator:
         out.clear()
         return result
 
+    def final_usage(self) -> dict[str, int]:
+        return map_usage(self.usage, self.input_estimate, max(1, self._chars // 4))
+
     @property
     def stop_reason(self) -> str | None:
         if self.finish_reason is None:

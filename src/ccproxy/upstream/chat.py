@@ -19,7 +19,6 @@ from ..translate.chat_response import (
     ChatStreamTranslator,
     StreamFailure,
     completion_to_message,
-    map_usage,
     message_events,
 )
 from .base import Exchange
@@ -27,7 +26,11 @@ from .client import HttpClient, UpstreamReadError, UpstreamResponse
 
 
 class ChatUpstream:
+    """Chat Completions, and the base of every OpenAI-style adapter: subclasses change the
+    endpoint and three hooks (``build``, ``to_message``, ``new_translator``)."""
+
     kind = "chat"
+    endpoint = "/chat/completions"
 
     def __init__(
         self,
@@ -39,7 +42,7 @@ class ChatUpstream:
         extra_headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.client = client
-        self.url = f"{base_url}/chat/completions"
+        self.url = f"{base_url}{self.endpoint}"
         self.api_key_env = api_key_env
         self.redact = redactor
         # Only these go upstream: never the client's x-api-key / Authorization / anthropic-*.
@@ -53,7 +56,7 @@ class ChatUpstream:
     def prepare(self, req: MessagesRequest, body: bytes, exchange: Exchange) -> bytes:
         """The upstream request body (pure translation; 400 for what cannot be sent)."""
         try:
-            return compact(orjson.dumps(build_chat_request(req, exchange.route)))
+            return compact(orjson.dumps(self.build(req, exchange)))
         except orjson.JSONEncodeError as exc:  # e.g. max_tokens beyond 64 bits
             raise invalid_request(f"request has a value that cannot be sent upstream: {exc}") from None
 
@@ -70,11 +73,8 @@ class ChatUpstream:
         if resp.status >= 400:
             raise self._error(resp, data)
         try:
-            completion = decode_completion(data)
-            message = completion_to_message(
-                completion, exchange.route.requested_model, estimate_tokens(exchange.body_size)
-            )
-        except msgspec.MsgspecError as exc:
+            message = self.to_message(data, exchange)
+        except (msgspec.MsgspecError, orjson.JSONDecodeError) as exc:
             raise ProxyError(502, f"upstream returned an invalid response: {exc}", "api_error") from None
         except StreamFailure as exc:
             raise ProxyError(502, self.redact(exc.message), exc.error_type) from None
@@ -102,12 +102,24 @@ class ChatUpstream:
                 "(is OPENAI_BASE_URL right?)",
                 "api_error",
             )
-        translator = ChatStreamTranslator(exchange.route.requested_model, estimate_tokens(exchange.body_size))
-        return self._events(resp, translator, exchange)
+        return self._events(resp, self.new_translator(exchange), exchange)
 
-    async def _events(
-        self, resp: UpstreamResponse, translator: ChatStreamTranslator, exchange: Exchange
-    ) -> AsyncIterator[bytes]:
+    # -- the hooks an OpenAI-style adapter provides --
+
+    def build(self, req: MessagesRequest, exchange: Exchange) -> dict[str, Any]:
+        return build_chat_request(req, exchange.route)
+
+    def to_message(self, data: bytes, exchange: Exchange) -> dict[str, Any]:
+        return completion_to_message(
+            decode_completion(data), exchange.route.requested_model, estimate_tokens(exchange.body_size)
+        )
+
+    def new_translator(self, exchange: Exchange) -> Any:
+        """A stream translator: start(), feed(data), finish(), fail(type, msg), final_usage(),
+        and the upstream_done / stop_reason attributes."""
+        return ChatStreamTranslator(exchange.route.requested_model, estimate_tokens(exchange.body_size))
+
+    async def _events(self, resp: UpstreamResponse, translator: Any, exchange: Exchange) -> AsyncIterator[bytes]:
         decoder = SSEDecoder()
         out: list[bytes] = []  # events of the current read, sent even if a later chunk fails
         try:
@@ -124,7 +136,7 @@ class ChatUpstream:
                 for _, data in decoder.flush():
                     out.append(translator.feed(data))
                 out.append(translator.finish())
-                exchange.usage = map_usage(translator.usage, translator.input_estimate, 0)
+                exchange.usage = translator.final_usage()
                 exchange.stop_reason = translator.stop_reason
                 yield b"".join(out)
             except (StreamFailure, UpstreamReadError) as exc:
