@@ -193,6 +193,7 @@ class ProxyApp:
             exchange.session = hashlib.sha256(session.encode()).hexdigest()[:16]
         upstream = self.adapter(exchange.route.upstream)
         if upstream.kind == "anthropic":
+            exchange.query = req.query
             exchange.client_headers = {
                 name: value for name in PASS_THROUGH_HEADERS if (value := req.header(name)) is not None
             }

@@ -94,7 +94,7 @@ def test_pass_through_non_stream(routed, mock_upstream):
     logged = [json.loads(line) for line in (routed.data_dir / "log.jsonl").read_text().splitlines()]
     assert any(r.get("ratelimit") == {"anthropic-ratelimit-requests-remaining": "49"} for r in logged)
     [seen] = mock_upstream.requests(key)
-    assert seen["path"] == "/v1/messages"
+    assert seen["path"] == "/v1/messages"  # the SDK sent no query string
     assert seen["headers"]["x-api-key"] == ANTHROPIC_KEY  # the configured key, never the client's
     assert seen["headers"]["anthropic-version"] == raw.http_request.headers["anthropic-version"]  # forwarded
     assert seen["headers"]["anthropic-beta"] == "interleaved-thinking-2025-05-14"
@@ -159,6 +159,7 @@ def test_pass_through_stream_is_byte_for_byte(routed, mock_upstream):
         assert resp.status_code == 200
         received = resp.read()
     assert received == wire
+    assert mock_upstream.requests(key)[0]["query"] == "beta=true"  # forwarded verbatim
     time.sleep(0.3)
     records = [json.loads(line) for line in (routed.data_dir / "log.jsonl").read_text().splitlines()]
     mine = [r for r in records if r["model"] == "claude-opus-4-8" and r["stream"]][-1]

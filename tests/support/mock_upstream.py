@@ -174,7 +174,14 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             else:
                 parsed = json.loads(body) if body else None
                 RECORDED[key].append(
-                    {"method": method, "path": url.path, "headers": headers, "body": parsed, "received_at": time.time()}
+                    {
+                        "method": method,
+                        "path": url.path,
+                        "query": url.query,
+                        "headers": headers,
+                        "body": parsed,
+                        "received_at": time.time(),
+                    }
                 )
                 queue = SCRIPTS[key]
                 spec = queue.pop(0) if len(queue) > 1 else queue[0]

@@ -59,8 +59,11 @@ class AnthropicUpstream:
         headers["x-api-key"] = key
         return headers
 
+    def _url(self, exchange: Exchange) -> str:
+        return f"{self.url}?{exchange.query}" if exchange.query else self.url
+
     async def create(self, payload: bytes, exchange: Exchange) -> Response:
-        resp = await self.client.send(self.url, self._headers(exchange), payload)
+        resp = await self.client.send(self._url(exchange), self._headers(exchange), payload)
         exchange.upstream_status = resp.status
         try:
             data = await resp.read()
@@ -74,7 +77,7 @@ class AnthropicUpstream:
         return Response(resp.status, data, relayed, resp.headers.get("content-type", "application/json"))
 
     async def open_stream(self, payload: bytes, exchange: Exchange) -> AsyncIterator[bytes] | Response:
-        resp = await self.client.send(self.url, self._headers(exchange), payload)
+        resp = await self.client.send(self._url(exchange), self._headers(exchange), payload)
         exchange.upstream_status = resp.status
         relayed = self._record(resp, exchange)
         if resp.status >= 400 or not resp.headers.get("content-type", "").startswith("text/event-stream"):

@@ -29,6 +29,7 @@ class Exchange:
     ratelimit: dict[str, str] = field(default_factory=dict)  # rate-limit headers an upstream reported
     relay_headers: list[tuple[str, str]] = field(default_factory=list)  # headers to add to a streamed reply
     session: str | None = None  # hash prefix of the client's session id, for correlation only
+    query: str = ""  # the client's query string, forwarded by a pass-through
 
 
 class Upstream(Protocol):
