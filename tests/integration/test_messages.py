@@ -523,3 +523,34 @@ def test_reasoning_and_prompt_cache_key_reach_the_upstream(mock_upstream, tmp_pa
         assert mock_upstream.requests(key2)[0]["body"]["reasoning_effort"] == "low"  # server default
     finally:
         stop_proxy(proxy)
+
+
+def test_tool_names_the_upstream_rejects_are_shortened_and_mapped_back(client, mock_upstream):
+    from ccproxy.translate.chat_request import upstream_tool_name
+
+    long_name = "mcp__claude_ai_Google_Drive__google_drive_search_files_with_a_really_long_suffix"
+    short = upstream_tool_name(long_name)
+    key = mock_upstream.script(
+        {"sse": tool_call_stream("call_long", short, '{"q": "notes"}')},
+        {
+            "json": completion(
+                None,
+                [{"id": "call_2", "type": "function", "function": {"name": short, "arguments": '{"q": "more"}'}}],
+                "tool_calls",
+            )
+        },
+    )
+    tools = [{"name": long_name, "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}]
+    messages = [{"role": "user", "content": key}]
+    with client.messages.stream(model="claude-sonnet-5", max_tokens=50, tools=tools, messages=messages) as s:
+        first = s.get_final_message()
+    assert first.content[1].name == long_name and first.content[1].input == {"q": "notes"}
+    messages += [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_long", "content": "n.txt"}]},
+    ]
+    second = client.messages.create(model="claude-sonnet-5", max_tokens=50, tools=tools, messages=messages)
+    assert second.content[0].name == long_name
+    sent1, sent2 = (r["body"] for r in mock_upstream.requests(key))
+    assert sent1["tools"][0]["function"]["name"] == short and long_name not in json.dumps(sent1)
+    assert sent2["messages"][1]["tool_calls"][0]["function"]["name"] == short

@@ -502,3 +502,42 @@ def test_prompt_cache_key_explicit_and_only_when_enabled():
     assert translate(cache_router(), prompt_cache_key="my-key")["prompt_cache_key"] == "my-key"
     assert "prompt_cache_key" not in translate(prompt_cache_key="my-key")  # default router: off
     assert "prompt_cache_key" not in translate()
+
+
+# --- tool names the upstream would reject --------------------------------------------------------
+
+from ccproxy.translate.chat_request import tool_name_map, upstream_tool_name  # noqa: E402
+
+LONG_TOOL = "mcp__claude_ai_Google_Drive__google_drive_search_files_with_a_really_long_suffix"
+
+
+def test_upstream_tool_names():
+    assert (
+        upstream_tool_name("Bash") == "Bash" and upstream_tool_name("mcp__gh__create_issue") == "mcp__gh__create_issue"
+    )
+    short = upstream_tool_name(LONG_TOOL)
+    assert len(short) <= 64 and short == upstream_tool_name(LONG_TOOL)  # deterministic: same every turn
+    assert short != upstream_tool_name(LONG_TOOL + "2")  # no collisions between near-identical names
+    dotted = upstream_tool_name("files.read")
+    assert dotted.startswith("files_read_") and len(dotted) == len("files_read_") + 8
+    assert tool_name_map([]) == {}
+
+
+def test_long_tool_names_are_shortened_everywhere_in_the_request():
+    out = translate(
+        tools=[
+            {"name": LONG_TOOL, "input_schema": {"type": "object"}},
+            {"name": "Bash", "input_schema": {"type": "object"}},
+        ],
+        tool_choice={"type": "tool", "name": LONG_TOOL},
+        messages=[
+            {"role": "user", "content": "search"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "c1", "name": LONG_TOOL, "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c1", "content": "found"}]},
+        ],
+    )
+    short = upstream_tool_name(LONG_TOOL)
+    assert [t["function"]["name"] for t in out["tools"]] == [short, "Bash"]
+    assert out["tool_choice"] == {"type": "function", "function": {"name": short}}
+    assert out["messages"][1]["tool_calls"][0]["function"]["name"] == short
+    assert LONG_TOOL not in orjson.dumps(out).decode()

@@ -268,3 +268,14 @@ def test_wire_bytes_cut_inside_multibyte_characters_of_tool_arguments():
                 out += [t.feed(data) for _, data in decoder.feed(wire[i : i + step])]
             out.append(t.finish())
             assert assemble(parse_sse(b"".join(out)))["content"][0]["input"] == json.loads(args)
+
+
+def test_shortened_tool_names_map_back():
+    t = ChatStreamTranslator("m", 1, tool_names={"short_abc12345": "the.original.name"})
+    out = [
+        t.start(),
+        t.feed(orjson.dumps(chunk(tool_delta(0, '{"a": 1}', "call_1", "short_abc12345")))),
+        t.feed(orjson.dumps(chunk(finish="tool_calls"))),
+        t.finish(),
+    ]
+    assert assemble(parse_sse(b"".join(out)))["content"][0]["name"] == "the.original.name"

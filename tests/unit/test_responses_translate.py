@@ -240,3 +240,29 @@ def test_claude_code_requests(claude_code_fixture, name):
     outputs = [i["call_id"] for i in out["input"] if i["type"] == "function_call_output"]
     assert calls == outputs  # every call answered, in order
     assert out["instructions"] and out["tools"][0]["type"] == "function" and "parameters" in out["tools"][0]
+
+
+def test_long_tool_names_round_trip_through_responses():
+    from ccproxy.translate.chat_request import upstream_tool_name
+
+    long_name = "mcp__server__" + "x" * 70
+    short = upstream_tool_name(long_name)
+    out = translate(
+        tools=[{"name": long_name, "input_schema": {"type": "object"}}],
+        messages=[
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "c", "name": long_name, "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c", "content": "ok"}]},
+        ],
+    )
+    assert out["tools"][0]["name"] == short and out["input"][1]["name"] == short
+    message = response_to_message(
+        {
+            "status": "completed",
+            "output": [{"type": "function_call", "call_id": "c2", "name": short, "arguments": "{}"}],
+        },
+        "m",
+        1,
+        {short: long_name},
+    )
+    assert message["content"][0]["name"] == long_name

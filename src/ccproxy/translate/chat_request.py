@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from typing import Any
 
 import orjson
@@ -177,7 +178,7 @@ def _assistant_message(content: str | list[Block], path: str) -> tuple[ChatMessa
                 {
                     "id": call_id,
                     "type": "function",
-                    "function": {"name": name, "arguments": _arguments(block.get("input"))},
+                    "function": {"name": upstream_tool_name(name), "arguments": _arguments(block.get("input"))},
                 }
             )
         # thinking / redacted_thinking: the upstream cannot verify Anthropic signatures, and the
@@ -343,6 +344,29 @@ def _str_field(block: dict[str, Any], field: str, path: str) -> str:
 
 # --- tools ---------------------------------------------------------------------------------
 
+_VALID_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_INVALID_TOOL_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def upstream_tool_name(name: str) -> str:
+    """OpenAI-style upstreams accept function names of 1-64 characters from [A-Za-z0-9_-]; MCP tool
+    names can be longer. Others become their cleaned first 55 characters plus a hash, so the same
+    name maps the same way on every turn and two names never collide; responses map back."""
+    if _VALID_TOOL_NAME.fullmatch(name):
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{_INVALID_TOOL_CHARS.sub('_', name)[:55]}_{digest}"
+
+
+def tool_name_map(tools: list[Tool] | None) -> dict[str, str]:
+    """Upstream name → the client's name, for the tools whose names had to change."""
+    mapped = {}
+    for tool in tools or ():
+        short = upstream_tool_name(tool.name)
+        if short != tool.name:
+            mapped[short] = tool.name
+    return mapped
+
 
 def convert_tools(tools: list[Tool]) -> list[dict[str, Any]]:
     out = []
@@ -352,7 +376,7 @@ def convert_tools(tools: list[Tool]) -> list[dict[str, Any]]:
             # cannot be offered as functions.
             log.debug("dropped tool %r of type %r (no input_schema)", tool.name, tool.type)
             continue
-        function: dict[str, Any] = {"name": tool.name}
+        function: dict[str, Any] = {"name": upstream_tool_name(tool.name)}
         if tool.description:
             function["description"] = tool.description
         schema = bytes(tool.input_schema)
@@ -373,5 +397,5 @@ def convert_tool_choice(choice: dict[str, Any]) -> str | dict[str, Any] | None:
         name = choice.get("name")
         if not isinstance(name, str) or not name:
             raise invalid_request("tool_choice.name: Field required")
-        return {"type": "function", "function": {"name": name}}
+        return {"type": "function", "function": {"name": upstream_tool_name(name)}}
     raise invalid_request(f"tool_choice.type: unknown value {kind!r}")

@@ -112,7 +112,9 @@ def parse_arguments(arguments: str | None) -> dict[str, Any]:
 # --- non-streaming -------------------------------------------------------------------------
 
 
-def completion_to_message(resp: ChatCompletion, requested_model: str, input_estimate: int) -> dict[str, Any]:
+def completion_to_message(
+    resp: ChatCompletion, requested_model: str, input_estimate: int, tool_names: dict[str, str] | None = None
+) -> dict[str, Any]:
     if resp.error is not None and not resp.choices:
         raise StreamFailure("api_error", f"upstream error: {_error_text(resp.error)}")
     if not resp.choices:
@@ -138,7 +140,7 @@ def completion_to_message(resp: ChatCompletion, requested_model: str, input_esti
                 {
                     "type": "tool_use",
                     "id": call.id or new_tool_id(),
-                    "name": (fn.name if fn else None) or "",
+                    "name": client_tool_name((fn.name if fn else None) or "", tool_names),
                     "input": parse_arguments(args),
                 }
             )
@@ -155,6 +157,11 @@ def completion_to_message(resp: ChatCompletion, requested_model: str, input_esti
         "stop_sequence": None,
         "usage": map_usage(resp.usage, input_estimate, max(1, chars // 4)),
     }
+
+
+def client_tool_name(name: str, tool_names: dict[str, str] | None) -> str:
+    """The client's tool name for one the upstream saw shortened (chat_request.upstream_tool_name)."""
+    return tool_names.get(name, name) if tool_names else name
 
 
 def _error_text(error: Any) -> str:
@@ -229,8 +236,15 @@ class _ToolState:
 class ChatStreamTranslator:
     """One per streamed request: Chat chunks in, Anthropic SSE event bytes out."""
 
-    def __init__(self, requested_model: str, input_estimate: int, message_id: str | None = None) -> None:
+    def __init__(
+        self,
+        requested_model: str,
+        input_estimate: int,
+        message_id: str | None = None,
+        tool_names: dict[str, str] | None = None,
+    ) -> None:
         self.model = requested_model
+        self.tool_names = tool_names
         self.message_id = message_id or new_message_id()
         self.input_estimate = input_estimate
         self.finish_reason: str | None = None
@@ -465,7 +479,7 @@ class ChatStreamTranslator:
         self._next_index += 1
         self._open = _TOOL
         self._open_tool = tool
-        block = {"type": "tool_use", "id": tool.id, "name": tool.name, "input": {}}
+        block = {"type": "tool_use", "id": tool.id, "name": client_tool_name(tool.name, self.tool_names), "input": {}}
         self._out.append(
             frame_event(
                 "content_block_start",

@@ -34,6 +34,7 @@ from .chat_request import (
     prompt_cache_key,
     reasoning_effort,
     system_text,
+    upstream_tool_name,
 )
 
 log = logging.getLogger("ccproxy.translate")
@@ -162,7 +163,7 @@ def _assistant_items(items: list[Item], content: str | list[Block], path: str) -
                 {
                     "type": "function_call",
                     "call_id": call_id,
-                    "name": _str_field(block, "name", bpath),
+                    "name": upstream_tool_name(_str_field(block, "name", bpath)),
                     "arguments": arguments if isinstance(arguments, str) else orjson.dumps(arguments or {}).decode(),
                 }
             )

@@ -14,7 +14,14 @@ from typing import Any
 import orjson
 
 from .._native import content_delta, frame_event
-from .chat_response import StreamFailure, error_event, new_message_id, new_tool_id, parse_arguments
+from .chat_response import (
+    StreamFailure,
+    client_tool_name,
+    error_event,
+    new_message_id,
+    new_tool_id,
+    parse_arguments,
+)
 from .json_prefix import JsonObjectPrefix
 from .responses_request import encode_signature
 
@@ -39,7 +46,9 @@ def response_usage(usage: Any, input_estimate: int, output_estimate: int) -> dic
     }
 
 
-def response_to_message(resp: dict[str, Any], requested_model: str, input_estimate: int) -> dict[str, Any]:
+def response_to_message(
+    resp: dict[str, Any], requested_model: str, input_estimate: int, tool_names: dict[str, str] | None = None
+) -> dict[str, Any]:
     status = resp.get("status")
     if status == "failed" or (resp.get("error") and not resp.get("output")):
         error = resp.get("error") or {}
@@ -72,7 +81,7 @@ def response_to_message(resp: dict[str, Any], requested_model: str, input_estima
                 {
                     "type": "tool_use",
                     "id": item.get("call_id") or new_tool_id(),
-                    "name": item.get("name") or "",
+                    "name": client_tool_name(item.get("name") or "", tool_names),
                     "input": parse_arguments(arguments if isinstance(arguments, str) else None),
                 }
             )
@@ -111,8 +120,9 @@ class ResponsesStreamTranslator:
     message; ``failed``, ``error`` or an early end raise StreamFailure (never a fake message_stop).
     """
 
-    def __init__(self, requested_model: str, input_estimate: int) -> None:
+    def __init__(self, requested_model: str, input_estimate: int, tool_names: dict[str, str] | None = None) -> None:
         self.model = requested_model
+        self.tool_names = tool_names
         self.input_estimate = input_estimate
         self.message_id = new_message_id()
         self.finished = False
@@ -232,7 +242,7 @@ class ResponsesStreamTranslator:
                 {
                     "type": "tool_use",
                     "id": item.get("call_id") or new_tool_id(),
-                    "name": item.get("name") or "",
+                    "name": client_tool_name(item.get("name") or "", self.tool_names),
                     "input": {},
                 },
             )

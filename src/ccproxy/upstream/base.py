@@ -30,6 +30,7 @@ class Exchange:
     relay_headers: list[tuple[str, str]] = field(default_factory=list)  # headers to add to a streamed reply
     session: str | None = None  # hash prefix of the client's session id, for correlation only
     query: str = ""  # the client's query string, forwarded by a pass-through
+    tool_names: dict[str, str] = field(default_factory=dict)  # upstream → client tool names that differ
 
 
 class Upstream(Protocol):

@@ -14,7 +14,7 @@ from ..schemas.anthropic import MessagesRequest
 from ..schemas.openai_chat import decode_completion
 from ..serving import Response
 from ..tokens import estimate_tokens
-from ..translate.chat_request import build_chat_request
+from ..translate.chat_request import build_chat_request, tool_name_map
 from ..translate.chat_response import (
     ChatStreamTranslator,
     StreamFailure,
@@ -55,6 +55,7 @@ class ChatUpstream:
 
     def prepare(self, req: MessagesRequest, body: bytes, exchange: Exchange) -> bytes:
         """The upstream request body (pure translation; 400 for what cannot be sent)."""
+        exchange.tool_names = tool_name_map(req.tools)
         try:
             return compact(orjson.dumps(self.build(req, exchange)))
         except orjson.JSONEncodeError as exc:  # e.g. max_tokens beyond 64 bits
@@ -111,13 +112,18 @@ class ChatUpstream:
 
     def to_message(self, data: bytes, exchange: Exchange) -> dict[str, Any]:
         return completion_to_message(
-            decode_completion(data), exchange.route.requested_model, estimate_tokens(exchange.body_size)
+            decode_completion(data),
+            exchange.route.requested_model,
+            estimate_tokens(exchange.body_size),
+            exchange.tool_names,
         )
 
     def new_translator(self, exchange: Exchange) -> Any:
         """A stream translator: start(), feed(data), finish(), fail(type, msg), final_usage(),
         and the upstream_done / stop_reason attributes."""
-        return ChatStreamTranslator(exchange.route.requested_model, estimate_tokens(exchange.body_size))
+        return ChatStreamTranslator(
+            exchange.route.requested_model, estimate_tokens(exchange.body_size), tool_names=exchange.tool_names
+        )
 
     async def _events(self, resp: UpstreamResponse, translator: Any, exchange: Exchange) -> AsyncIterator[bytes]:
         decoder = SSEDecoder()

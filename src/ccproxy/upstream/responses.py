@@ -23,8 +23,10 @@ class ResponsesUpstream(ChatUpstream):
 
     def to_message(self, data: bytes, exchange: Exchange) -> dict[str, Any]:
         return response_to_message(
-            orjson.loads(data), exchange.route.requested_model, estimate_tokens(exchange.body_size)
+            orjson.loads(data), exchange.route.requested_model, estimate_tokens(exchange.body_size), exchange.tool_names
         )
 
     def new_translator(self, exchange: Exchange) -> ResponsesStreamTranslator:
-        return ResponsesStreamTranslator(exchange.route.requested_model, estimate_tokens(exchange.body_size))
+        return ResponsesStreamTranslator(
+            exchange.route.requested_model, estimate_tokens(exchange.body_size), exchange.tool_names
+        )
