@@ -61,6 +61,7 @@ class ProxyApp:
                 reasoning_style=settings.reasoning_style,
                 default_effort=settings.reasoning_effort,
                 prompt_cache_key=settings.prompt_cache_key,
+                schema_drop_keys=settings.schema_drop_keys,
             ),
             rules=settings.rules,
             upstreams=settings.upstreams,

@@ -73,6 +73,11 @@ SETTINGS: tuple[Setting, ...] = (
         "reasoning request: openai (reasoning_effort), openrouter (reasoning object), none; auto: by OPENAI_BASE_URL",
     ),
     Setting("CCPROXY_PROMPT_CACHE_KEY", "auto", "send prompt_cache_key: on, off, or auto (on for api.openai.com)"),
+    Setting(
+        "CCPROXY_SCHEMA_DROP_KEYS",
+        None,
+        "JSON-schema keywords to strip from tool schemas (comma list, e.g. $schema,format)",
+    ),
     Setting("CCPROXY_CONFIG", None, "routing file (TOML): named upstreams and model rules; see docs/routing.md"),
     Setting("CCPROXY_CONNECT_TIMEOUT", "10", "seconds to connect to the upstream"),
     Setting(
@@ -114,6 +119,7 @@ class Settings:
     reasoning_effort: str | None = None
     reasoning_style: str = "openai"
     prompt_cache_key: bool = False
+    schema_drop_keys: tuple[str, ...] = ()
     config_file: Path | None = None
     upstreams: tuple[UpstreamConfig, ...] = ()  # from the routing file
     rules: tuple[RouteRule, ...] = ()
@@ -205,6 +211,7 @@ class Settings:
             reasoning_style=style,
             prompt_cache_key=send_cache_key,
             config_file=config_file,
+            schema_drop_keys=tuple(k.strip() for k in (get("CCPROXY_SCHEMA_DROP_KEYS") or "").split(",") if k.strip()),
             upstreams=file_upstreams,
             rules=rules,
         )
@@ -285,6 +292,7 @@ _UPSTREAM_KEYS = {
     "prompt_cache_key",
     "max_output_tokens",
     "pass_client_key",
+    "schema_drop_keys",
 }
 _DEFAULT_KEY_ENV = {"chat": "OPENAI_API_KEY", "responses": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
@@ -367,6 +375,11 @@ def _upstream(path: Path, name: str, table: Any, get: Callable[[str], str | None
     cache_key = table.get("prompt_cache_key", "://api.openai.com" in base_url)
     if not isinstance(cache_key, bool):
         raise ConfigError(f"{where}.prompt_cache_key must be true or false")
+    drop = table.get("schema_drop_keys", [])
+    if not isinstance(drop, list) or not all(isinstance(k, str) and k for k in drop):
+        raise ConfigError(
+            f"{where}.schema_drop_keys must be a list of JSON-schema keywords, e.g. ['$schema', 'format']"
+        )
     limit = table.get("max_output_tokens")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise ConfigError(f"{where}.max_output_tokens must be a positive integer")
@@ -377,7 +390,9 @@ def _upstream(path: Path, name: str, table: Any, get: Callable[[str], str | None
         api_key=api_key,
         api_key_env=key_env,
         headers=tuple((str(k).lower(), v) for k, v in headers.items()),
-        options=UpstreamOptions(reasoning_style=style, default_effort=effort, prompt_cache_key=cache_key),
+        options=UpstreamOptions(
+            reasoning_style=style, default_effort=effort, prompt_cache_key=cache_key, schema_drop_keys=tuple(drop)
+        ),
         max_output_tokens=limit,
         pass_client_key=pass_client_key,
     )

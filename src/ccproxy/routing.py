@@ -35,6 +35,7 @@ class UpstreamOptions:
     reasoning_style: str = "openai"  # "openai": reasoning_effort; "openrouter": reasoning object; "none"
     default_effort: str | None = None  # effort to request when the client asks for none
     prompt_cache_key: bool = False  # send prompt_cache_key (OpenAI); others may reject unknown fields
+    schema_drop_keys: tuple[str, ...] = ()  # JSON-schema keywords a strict upstream rejects in tools
 
 
 @dataclass(frozen=True, slots=True)

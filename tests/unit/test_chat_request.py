@@ -541,3 +541,27 @@ def test_long_tool_names_are_shortened_everywhere_in_the_request():
     assert out["tool_choice"] == {"type": "function", "function": {"name": short}}
     assert out["messages"][1]["tool_calls"][0]["function"]["name"] == short
     assert LONG_TOOL not in orjson.dumps(out).decode()
+
+
+def test_schema_keywords_dropped_for_strict_upstreams_but_property_names_kept():
+    schema = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "properties": {
+            "format": {"type": "string", "format": "date-time"},  # a parameter named like a keyword
+            "items": {"type": "array", "items": {"type": "string", "format": "uri"}},
+        },
+        "$defs": {"format": {"type": "string", "format": "email"}},
+        "additionalProperties": False,
+    }
+    strict = Router("gpt-big", "gpt-small", options=UpstreamOptions(schema_drop_keys=("$schema", "format")))
+    out = translate(strict, tools=[{"name": "T", "input_schema": schema}])
+    params = out["tools"][0]["function"]["parameters"]
+    assert params == {
+        "type": "object",
+        "properties": {"format": {"type": "string"}, "items": {"type": "array", "items": {"type": "string"}}},
+        "$defs": {"format": {"type": "string"}},
+        "additionalProperties": False,
+    }
+    # without the option the schema passes through untouched
+    assert translate(tools=[{"name": "T", "input_schema": schema}])["tools"][0]["function"]["parameters"] == schema

@@ -77,3 +77,11 @@ def test_reasoning_and_cache_key_settings():
     for bad in ({"REASONING_EFFORT": "extreme"}, {"CCPROXY_REASONING_STYLE": "x"}, {"CCPROXY_PROMPT_CACHE_KEY": "yes"}):
         with pytest.raises(ConfigError):
             Settings.from_env({**BASE, **bad})
+
+
+def test_schema_drop_keys_setting():
+    assert Settings.from_env(BASE).schema_drop_keys == ()
+    assert Settings.from_env({**BASE, "CCPROXY_SCHEMA_DROP_KEYS": "$schema, format"}).schema_drop_keys == (
+        "$schema",
+        "format",
+    )

@@ -130,3 +130,11 @@ def test_responses_kind_is_accepted(tmp_path):
     )
     assert s.upstreams[0].kind == "responses" and s.upstreams[0].api_key_env == "OPENAI_API_KEY"
     assert s.upstreams[0].options.prompt_cache_key is True
+
+
+def test_schema_drop_keys(tmp_path):
+    text = "[upstreams.a]\nkind='chat'\nbase_url='https://x'\nschema_drop_keys=['$schema','format']\n[[routes]]\nmatch='*'\nupstream='a'"
+    assert settings(tmp_path, text).upstreams[0].options.schema_drop_keys == ("$schema", "format")
+    with pytest.raises(ConfigError) as err:
+        settings(tmp_path, text.replace("['$schema','format']", "'format'"))
+    assert "schema_drop_keys" in str(err.value)

@@ -47,7 +47,7 @@ def build_chat_request(req: MessagesRequest, route: Route) -> dict[str, Any]:
         if len(req.stop_sequences) > MAX_STOP_SEQUENCES:
             log.debug("stop_sequences truncated to %d", MAX_STOP_SEQUENCES)
         body["stop"] = req.stop_sequences[:MAX_STOP_SEQUENCES]
-    tools = convert_tools(req.tools) if req.tools else []
+    tools = convert_tools(req.tools, route.options.schema_drop_keys) if req.tools else []
     if tools:
         body["tools"] = tools
         choice = req.tool_choice
@@ -368,7 +368,29 @@ def tool_name_map(tools: list[Tool] | None) -> dict[str, str]:
     return mapped
 
 
-def convert_tools(tools: list[Tool]) -> list[dict[str, Any]]:
+# Keys under these hold names (of properties, definitions …), not schema keywords.
+_NAME_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
+
+
+def sanitize_schema(node: Any, drop: frozenset[str]) -> Any:
+    """The schema without the keywords in ``drop``, at any depth; property names are kept even
+    when they equal a dropped keyword (a parameter called "format" stays)."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key in drop:
+                continue
+            if key in _NAME_MAPS and isinstance(value, dict):
+                out[key] = {name: sanitize_schema(sub, drop) for name, sub in value.items()}
+            else:
+                out[key] = sanitize_schema(value, drop)
+        return out
+    if isinstance(node, list):
+        return [sanitize_schema(item, drop) for item in node]
+    return node
+
+
+def convert_tools(tools: list[Tool], drop_keys: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     out = []
     for tool in tools:
         if not tool.input_schema:
@@ -380,7 +402,12 @@ def convert_tools(tools: list[Tool]) -> list[dict[str, Any]]:
         if tool.description:
             function["description"] = tool.description
         schema = bytes(tool.input_schema)
-        function["parameters"] = orjson.Fragment(schema) if schema != b"null" else _EMPTY_SCHEMA
+        if schema == b"null":
+            function["parameters"] = _EMPTY_SCHEMA
+        elif drop_keys:  # only now is the schema decoded: it otherwise passes through as bytes
+            function["parameters"] = sanitize_schema(orjson.loads(schema), frozenset(drop_keys))
+        else:
+            function["parameters"] = orjson.Fragment(schema)
         out.append({"type": "function", "function": function})
     return out
 

@@ -78,7 +78,11 @@ def build_responses_request(req: MessagesRequest, route: Route) -> dict[str, Any
             body["top_p"] = req.top_p
     if req.stop_sequences:
         log.debug("stop_sequences dropped: the Responses API has no stop parameter")
-    tools = [{"type": "function", **t["function"]} for t in convert_tools(req.tools)] if req.tools else []
+    tools = (
+        [{"type": "function", **t["function"]} for t in convert_tools(req.tools, route.options.schema_drop_keys)]
+        if req.tools
+        else []
+    )
     if tools:
         body["tools"] = tools
         choice = req.tool_choice
