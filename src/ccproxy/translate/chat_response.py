@@ -218,6 +218,27 @@ def error_event(error_type: str, message: str) -> bytes:
 
 PING_EVENT = frame_event("ping", b'{"type":"ping"}')
 
+
+def message_start_event(message_id: str, model: str, input_estimate: int) -> bytes:
+    """The first event of every translated stream; true usage follows in message_delta."""
+    message = {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "content": [],
+        "model": model,
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": input_estimate,
+            "output_tokens": 0,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
+    }
+    return frame_event("message_start", orjson.dumps({"type": "message_start", "message": message}))
+
+
 _TEXT, _THINKING, _TOOL = 1, 2, 3
 _DELTA_TYPES = {_TEXT: ("text_delta", "text"), _THINKING: ("thinking_delta", "thinking")}
 
@@ -265,22 +286,7 @@ class ChatStreamTranslator:
     # -- public API --
 
     def start(self) -> bytes:
-        message = {
-            "id": self.message_id,
-            "type": "message",
-            "role": "assistant",
-            "content": [],
-            "model": self.model,
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {
-                "input_tokens": self.input_estimate,
-                "output_tokens": 0,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-            },
-        }
-        return frame_event("message_start", orjson.dumps({"type": "message_start", "message": message}))
+        return message_start_event(self.message_id, self.model, self.input_estimate)
 
     def feed(self, data: bytes) -> bytes:
         """One upstream SSE ``data:`` payload → the event bytes to send (maybe empty)."""

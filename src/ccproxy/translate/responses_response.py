@@ -18,6 +18,7 @@ from .chat_response import (
     StreamFailure,
     client_tool_name,
     error_event,
+    message_start_event,
     new_message_id,
     new_tool_id,
     parse_arguments,
@@ -138,22 +139,7 @@ class ResponsesStreamTranslator:
         self._out: list[bytes] = []
 
     def start(self) -> bytes:
-        message = {
-            "id": self.message_id,
-            "type": "message",
-            "role": "assistant",
-            "content": [],
-            "model": self.model,
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {
-                "input_tokens": self.input_estimate,
-                "output_tokens": 0,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-            },
-        }
-        return frame_event("message_start", orjson.dumps({"type": "message_start", "message": message}))
+        return message_start_event(self.message_id, self.model, self.input_estimate)
 
     def feed(self, data: bytes) -> bytes:
         try:
