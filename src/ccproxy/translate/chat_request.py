@@ -202,25 +202,26 @@ def _arguments(value: Any) -> str:
     return json_text(value)
 
 
-def _user_messages(out: list[ChatMessage], content: str | list[Block], pending: list[str], path: str) -> None:
-    if isinstance(content, str):
-        _close_pending(out, pending)
-        out.append({"role": "user", "content": content})
-        return
+def split_user_turn(
+    content: list[Block], pending: list[str], path: str
+) -> tuple[list[tuple[str, str]], list[dict[str, Any]], list[str]]:
+    """A user turn's blocks, dialect-neutral: (tool results answering the previous assistant turn,
+    as (call id, text) in order; every other part, as Chat content parts; the calls left
+    unanswered). A result whose call is not in the previous turn (history was cut) would be
+    rejected as a tool message upstream, so it stays user-visible text; images returned by a tool
+    follow as user parts."""
+    results: list[tuple[str, str]] = []
     parts: list[dict[str, Any]] = []
     answered: set[str] = set()
     for j, block in enumerate(content):
         bpath = f"{path}.content.{j}"
-        kind = block.get("type")
-        if kind == "tool_result":
+        if block.get("type") == "tool_result":
             call_id = _str_field(block, "tool_use_id", bpath)
             text, images = _tool_result_content(block, bpath)
             if call_id in pending and call_id not in answered:
                 answered.add(call_id)
-                out.append({"role": "tool", "tool_call_id": call_id, "content": text})
+                results.append((call_id, text))
             else:
-                # A result whose call is not in the previous assistant turn (history was cut):
-                # a "tool" message would be rejected, so keep it as user-visible text.
                 parts.append({"type": "text", "text": f"[tool result for {call_id}]\n{text}"})
             if images:
                 parts.append({"type": "text", "text": f"[images returned by tool call {call_id}]"})
@@ -229,7 +230,17 @@ def _user_messages(out: list[ChatMessage], content: str | list[Block], pending: 
             part = _user_part(block, bpath)
             if part is not None:
                 parts.append(part)
-    _close_pending(out, [c for c in pending if c not in answered])
+    return results, parts, [c for c in pending if c not in answered]
+
+
+def _user_messages(out: list[ChatMessage], content: str | list[Block], pending: list[str], path: str) -> None:
+    if isinstance(content, str):
+        _close_pending(out, pending)
+        out.append({"role": "user", "content": content})
+        return
+    results, parts, unanswered = split_user_turn(content, pending, path)
+    out.extend({"role": "tool", "tool_call_id": call_id, "content": text} for call_id, text in results)
+    _close_pending(out, unanswered)
     if parts:
         if all(p["type"] == "text" for p in parts) and len(parts) == 1:
             out.append({"role": "user", "content": parts[0]["text"]})

@@ -27,12 +27,11 @@ from ..schemas.anthropic import Block, MessagesRequest
 from .chat_request import (
     ORPHAN_RESULT_TEXT,
     _str_field,
-    _tool_result_content,
-    _user_part,
     convert_tool_choice,
     convert_tools,
     prompt_cache_key,
     reasoning_effort,
+    split_user_turn,
     system_text,
     upstream_tool_name,
 )
@@ -196,25 +195,8 @@ def _user_items(items: list[Item], content: str | list[Block], pending: list[str
         _close_pending(items, pending)
         items.append(_message("user", [{"type": "input_text", "text": content}]))
         return
-    parts: list[dict[str, Any]] = []
-    answered: set[str] = set()
-    for j, block in enumerate(content):
-        bpath = f"{path}.content.{j}"
-        if block.get("type") == "tool_result":
-            call_id = _str_field(block, "tool_use_id", bpath)
-            text, images = _tool_result_content(block, bpath)
-            if call_id in pending and call_id not in answered:
-                answered.add(call_id)
-                items.append({"type": "function_call_output", "call_id": call_id, "output": text})
-            else:
-                parts.append({"type": "input_text", "text": f"[tool result for {call_id}]\n{text}"})
-            if images:
-                parts.append({"type": "input_text", "text": f"[images returned by tool call {call_id}]"})
-                parts.extend(_input_part(image) for image in images)
-        else:
-            part = _user_part(block, bpath)
-            if part is not None:
-                parts.append(_input_part(part))
-    _close_pending(items, [c for c in pending if c not in answered])
+    results, parts, unanswered = split_user_turn(content, pending, path)
+    items.extend({"type": "function_call_output", "call_id": call_id, "output": text} for call_id, text in results)
+    _close_pending(items, unanswered)
     if parts:
-        items.append(_message("user", parts))
+        items.append(_message("user", [_input_part(part) for part in parts]))
