@@ -145,17 +145,28 @@ def completion_to_message(
                 }
             )
     has_tools = any(block["type"] == "tool_use" for block in content)
-    if not content:
-        content.append({"type": "text", "text": ""})
+    return assistant_message(
+        requested_model,
+        content,
+        stop_reason_for(choice.finish_reason, has_tools),
+        map_usage(resp.usage, input_estimate, max(1, chars // 4)),
+    )
+
+
+def assistant_message(
+    requested_model: str, content: list[dict[str, Any]], stop_reason: str, usage: dict[str, int]
+) -> dict[str, Any]:
+    """A complete Anthropic message; an answer with no blocks gets one empty text block, which is
+    what clients that read content[0] expect."""
     return {
         "id": new_message_id(),
         "type": "message",
         "role": "assistant",
         "model": requested_model,
-        "content": content,
-        "stop_reason": stop_reason_for(choice.finish_reason, has_tools),
+        "content": content or [{"type": "text", "text": ""}],
+        "stop_reason": stop_reason,
         "stop_sequence": None,
-        "usage": map_usage(resp.usage, input_estimate, max(1, chars // 4)),
+        "usage": usage,
     }
 
 

@@ -16,6 +16,7 @@ import orjson
 from .._native import content_delta, frame_event
 from .chat_response import (
     StreamFailure,
+    assistant_message,
     client_tool_name,
     error_event,
     message_start_event,
@@ -94,18 +95,9 @@ def response_to_message(
         stop_reason = "refusal"
     else:
         stop_reason = "tool_use" if has_tools else "end_turn"
-    if not content:
-        content.append({"type": "text", "text": ""})
-    return {
-        "id": new_message_id(),
-        "type": "message",
-        "role": "assistant",
-        "model": requested_model,
-        "content": content,
-        "stop_reason": stop_reason,
-        "stop_sequence": None,
-        "usage": response_usage(resp.get("usage"), input_estimate, max(1, chars // 4)),
-    }
+    return assistant_message(
+        requested_model, content, stop_reason, response_usage(resp.get("usage"), input_estimate, max(1, chars // 4))
+    )
 
 
 # --- streaming -----------------------------------------------------------------------------
