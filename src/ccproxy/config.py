@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .routing import DEFAULT_UPSTREAM, RouteRule, UpstreamConfig, UpstreamOptions
-from .upstream.client import CLIENTS
+from .upstream.client import CLIENTS, DEFAULT_CLIENT
 
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
@@ -87,7 +87,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("CCPROXY_PING_INTERVAL", "15", "seconds of stream silence after which a ping event is sent"),
     Setting("CCPROXY_INTERFACE", "asgi", "Granian interface: asgi (bounded memory for slow clients) or rsgi (faster)"),
-    Setting("CCPROXY_HTTP_CLIENT", "builtin", "upstream HTTP client: builtin, aiohttp, httpx, httpx-http2, pyreqwest"),
+    Setting(
+        "CCPROXY_HTTP_CLIENT", DEFAULT_CLIENT, "upstream HTTP client: builtin, aiohttp, httpx, httpx-http2, pyreqwest"
+    ),
     Setting("CCPROXY_MAX_REQUEST_BYTES", "33554432", "largest accepted request body (413 above)"),
     Setting("CCPROXY_ENABLE_CYTHON", "true", "use the compiled native modules when built"),
 )
@@ -114,7 +116,7 @@ class Settings:
     read_timeout: float = 600.0
     ping_interval: float = 15.0
     max_request_bytes: int = 32 * 1024 * 1024
-    http_client: str = "builtin"
+    http_client: str = DEFAULT_CLIENT
     interface: str = "asgi"
     reasoning_effort: str | None = None
     reasoning_style: str = "openai"
@@ -182,7 +184,7 @@ class Settings:
         interface = (get("CCPROXY_INTERFACE") or "asgi").lower()
         if interface not in ("rsgi", "asgi"):
             raise ConfigError(f"CCPROXY_INTERFACE must be rsgi or asgi, got {interface!r}")
-        http_client = (get("CCPROXY_HTTP_CLIENT") or "builtin").lower()
+        http_client = (get("CCPROXY_HTTP_CLIENT") or DEFAULT_CLIENT).lower()
         if http_client not in CLIENTS:
             raise ConfigError(f"CCPROXY_HTTP_CLIENT must be one of {', '.join(CLIENTS)}, got {http_client!r}")
         return cls(

@@ -155,7 +155,6 @@ async def relay(
 
 
 Handle = Callable[[Request], Awaitable["Response | StreamResponse"]]
-ErrorResponse = Callable[[ProxyError, str], Response]
 
 
 # --- RSGI (Granian) ----------------------------------------------------------------------------

@@ -73,6 +73,21 @@ cdef inline char* _digits(char* p, Py_ssize_t v):
     return p + (24 - i)
 
 
+cdef inline char* _ascii(char* p, unsigned char b) noexcept:
+    """One ASCII character as JSON string content, escaped exactly as orjson does."""
+    if _ESC[b] == 0:
+        p[0] = <char>b
+        return p + 1
+    if _ESC[b] == 1:
+        p[0] = 0x5C
+        p[1] = _SHORT[b]
+        return p + 2
+    memcpy(p, b"\\u00", 4)
+    p[4] = _HEX[b >> 4]
+    p[5] = _HEX[b & 15]
+    return p + 6
+
+
 cpdef bytes content_delta(Py_ssize_t index, str delta_type, str field, str value):
     cdef bytes dt = _name(delta_type)
     cdef bytes fd = _name(field)
@@ -82,7 +97,6 @@ cpdef bytes content_delta(Py_ssize_t index, str delta_type, str field, str value
     cdef char* buf = local
     cdef char* p
     cdef const unsigned char* src
-    cdef unsigned char b
     cdef Py_UCS4 ch
     cdef unsigned int c
     cdef bytes result
@@ -108,36 +122,13 @@ cpdef bytes content_delta(Py_ssize_t index, str delta_type, str field, str value
             src = PyUnicode_1BYTE_DATA(value)
             run = 0
             while run < n:
-                b = src[run]
-                if _ESC[b] == 0:
-                    p[0] = <char>b
-                    p += 1
-                elif _ESC[b] == 1:
-                    p[0] = 0x5C
-                    p[1] = _SHORT[b]
-                    p += 2
-                else:
-                    memcpy(p, b"\\u00", 4)
-                    p[4] = _HEX[b >> 4]
-                    p[5] = _HEX[b & 15]
-                    p += 6
+                p = _ascii(p, src[run])
                 run += 1
         else:
             for ch in value:
                 c = ch
                 if c < 0x80:
-                    if _ESC[c] == 0:
-                        p[0] = <char>c
-                        p += 1
-                    elif _ESC[c] == 1:
-                        p[0] = 0x5C
-                        p[1] = _SHORT[c]
-                        p += 2
-                    else:
-                        memcpy(p, b"\\u00", 4)
-                        p[4] = _HEX[c >> 4]
-                        p[5] = _HEX[c & 15]
-                        p += 6
+                    p = _ascii(p, <unsigned char>c)
                 elif c < 0x800:
                     p[0] = <char>(0xC0 | (c >> 6))
                     p[1] = <char>(0x80 | (c & 0x3F))
