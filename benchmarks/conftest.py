@@ -18,10 +18,8 @@ FLOORS: dict[str, float] = {
     "sse.frame_event": 3.0,
     "jsonsize.claude_code_request": 3.0,
     "cachekey.claude_code_request": 3.0,
-    "lru.evict_heavy": 2.8,  # measured 3.3-3.7x; the floor leaves room for a noisy CI box
-    # Hits are ~40 ns in Cython against ~115 ns in Python; the loop and call overhead both pay
-    # bound the ratio near 2x (docs/benchmarks.md). Guarded against regressions, not at 3x.
-    "lru.hit_heavy": 1.6,
+    "lru.evict_heavy": 3.0,
+    "lru.hit_heavy": 3.0,
 }
 
 

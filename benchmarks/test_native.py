@@ -86,6 +86,8 @@ def test_cachekey_claude_code_request(benchmark, impl):
 
 # A cache's real traffic is skewed: 80 % of 2 000 lookups go to 200 hot keys, the rest spread over
 # 3 000 cold ones (a miss stores the value, evicting from the 1 000-entry cache). Deterministic.
+# Entries expire as in the response cache (CCPROXY_CACHE_TTL), so each lookup reads the clock.
+CACHE_TTL = 300.0
 _rng = random.Random(7)
 LRU_TRAFFIC = [f"key-{_rng.randrange(200) if _rng.random() < 0.8 else 200 + _rng.randrange(3000)}" for _ in range(2000)]
 
@@ -93,7 +95,7 @@ LRU_TRAFFIC = [f"key-{_rng.randrange(200) if _rng.random() < 0.8 else 200 + _rng
 @pytest.mark.parametrize("impl", impls("lru"))
 def test_lru_evict_heavy(benchmark, impl):
     benchmark.group = "lru.evict_heavy"
-    cache = impl.LRUCache(1000, 10**9)
+    cache = impl.LRUCache(1000, 10**9, CACHE_TTL)
     keys = [f"key-{i}" for i in range(1500)]  # more keys than entries: every lookup misses and evicts
 
     def run():
@@ -108,7 +110,7 @@ def test_lru_evict_heavy(benchmark, impl):
 @pytest.mark.parametrize("impl", impls("lru"))
 def test_lru_hit_heavy(benchmark, impl):
     benchmark.group = "lru.hit_heavy"
-    cache = impl.LRUCache(1000, 10**9)
+    cache = impl.LRUCache(1000, 10**9, CACHE_TTL)
 
     def run():
         get, put = cache.get, cache.put

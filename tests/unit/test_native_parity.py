@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import msgspec
 import orjson
@@ -164,28 +165,33 @@ lru_ops = st.lists(
         st.tuples(st.just("get"), st.integers(0, 12), st.just(0)),
         st.tuples(st.just("pop"), st.integers(0, 12), st.just(0)),
         st.tuples(st.just("clear"), st.just(0), st.just(0)),
+        st.tuples(st.just("tick"), st.just(0), st.integers(0, 5)),  # the clock moves on
     ),
     max_size=80,
 )
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.integers(1, 6), st.integers(1, 100), lru_ops)
-def test_lru_parity(max_entries, max_bytes, ops):
+@given(st.integers(1, 6), st.integers(1, 100), st.sampled_from([0.0, 2.0, 7.5]), lru_ops)
+def test_lru_parity(max_entries, max_bytes, ttl, ops):
     traces = []
     for impl in PAIRS["lru"].values():
-        cache = impl.LRUCache(max_entries, max_bytes)
+        cache = impl.LRUCache(max_entries, max_bytes, ttl)
+        now = 1000.0
         trace = []
         for op, key, size in ops:
             if op == "put":
-                trace.append(cache.put(key, f"v{key}-{size}", size))
+                trace.append(cache.put(key, f"v{key}-{size}", size, now))
             elif op == "get":
-                trace.append(cache.get(key, "missing"))
+                trace.append(cache.get(key, "missing", now))
             elif op == "pop":
                 trace.append(cache.pop(key, "missing"))
+            elif op == "tick":
+                now += size
             else:
                 cache.clear()
-            trace.append((cache.keys(), len(cache), cache.total_bytes, cache.evictions))
+            counters = (cache.evictions, cache.expirations, cache.hits, cache.misses)
+            trace.append((cache.keys(), len(cache), cache.total_bytes, counters))
             assert len(cache) <= max_entries and cache.total_bytes <= max_bytes
         traces.append(trace)
     assert all(t == traces[0] for t in traces)
@@ -203,6 +209,27 @@ def test_lru_semantics():
         assert cache.keys() == ["d"] and cache.total_bytes == 95
         with pytest.raises(ValueError):
             impl.LRUCache(0, 10)
+        with pytest.raises(ValueError):
+            impl.LRUCache(1, 10, -1.0)
+
+
+def test_lru_expiry_uses_the_monotonic_clock():
+    # The Cython twin reads the coarse monotonic clock (kernel-tick resolution, <= 10 ms behind),
+    # so the margins here are wider than a tick.
+    for impl in PAIRS["lru"].values():
+        cache = impl.LRUCache(10, 100, ttl=0.2)
+        cache.put("a", 1, 10)
+        assert cache.get("a") == 1 and cache.hits == 1
+        time.sleep(0.25)
+        assert cache.get("a") is None and "a" not in cache
+        assert (cache.expirations, cache.misses, cache.total_bytes) == (1, 1, 0)
+        # An explicit clock agrees with time.monotonic().
+        cache.put("b", 2, 10, time.monotonic())
+        assert cache.get("b", None, time.monotonic() + 0.1) == 2
+        assert cache.get("b", None, time.monotonic() + 0.3) is None
+        cache.put("c", 3, 10)  # stored on the implementation's own clock, read with time.monotonic()
+        assert cache.get("c", None, time.monotonic() + 0.15) == 3
+        assert cache.get("c", None, time.monotonic() + 0.25) is None
 
 
 # --- cachekey ----------------------------------------------------------------------------------
