@@ -250,11 +250,37 @@ class ProxyApp:
     async def count_tokens(self, req: Request) -> Response:
         body = await req.body(self.settings.max_request_bytes)
         parsed = decode(decode_count_tokens_request, body)
+        forwarded = await self._count_upstream(req, body, parsed.model)
+        if forwarded is not None:
+            return forwarded
         if len(body) > TOKENS_INLINE_LIMIT or not tokens.encoding_loaded():
             count = await asyncio.to_thread(tokens.count_request, parsed)
         else:
             count = tokens.count_request(parsed)
         return Response(200, orjson.dumps({"input_tokens": count}))
+
+    async def _count_upstream(self, req: Request, body: bytes, model: str) -> Response | None:
+        """Models served by an Anthropic upstream are counted by it (its tokenizer, not ours);
+        when it cannot be reached the local estimate answers instead of an error."""
+        try:
+            route = self.router.route(model)
+        except ProxyError:
+            return None  # no route: the local count still tells the client the prompt's size
+        upstream = self.adapter(route.upstream)
+        if upstream.kind != "anthropic":
+            return None
+        exchange = Exchange(req.request_id, route, len(body), False)
+        exchange.query = req.query
+        exchange.client_headers = {
+            name: value for name in PASS_THROUGH_HEADERS if (value := req.header(name)) is not None
+        }
+        try:
+            return await upstream.count_tokens(upstream.prepare(None, body, exchange), exchange)  # type: ignore[attr-defined,arg-type]
+        except ProxyError as exc:
+            if exc.status in (502, 504):
+                log.warning("count_tokens: Anthropic upstream unreachable, counting locally: %s", exc.message)
+                return None
+            raise
 
     async def models(self, req: Request) -> Response:
         data = self.router.models()

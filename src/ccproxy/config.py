@@ -70,7 +70,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "CCPROXY_REASONING_STYLE",
         "auto",
-        "reasoning request: openai (reasoning_effort), openrouter (reasoning object), none; auto: by OPENAI_BASE_URL",
+        "reasoning request: openai (reasoning_effort), openrouter (reasoning object), deepseek (thinking"
+        " switch, reasoning_content sent back), none; auto: by OPENAI_BASE_URL",
     ),
     Setting("CCPROXY_PROMPT_CACHE_KEY", "auto", "send prompt_cache_key: on, off, or auto (on for api.openai.com)"),
     Setting(
@@ -174,9 +175,9 @@ class Settings:
             raise ConfigError(f"REASONING_EFFORT must be one of {', '.join(EFFORTS)}, got {effort!r}")
         style = (get("CCPROXY_REASONING_STYLE") or "auto").lower()
         if style == "auto":
-            style = "openrouter" if "openrouter.ai" in base_url else "openai"
-        if style not in ("openai", "openrouter", "none"):
-            raise ConfigError(f"CCPROXY_REASONING_STYLE must be auto, openai, openrouter or none, got {style!r}")
+            style = default_reasoning_style(base_url)
+        if style not in REASONING_STYLES:
+            raise ConfigError(f"CCPROXY_REASONING_STYLE must be auto, {', '.join(REASONING_STYLES)}, got {style!r}")
         cache_key_mode = (get("CCPROXY_PROMPT_CACHE_KEY") or "auto").lower()
         if cache_key_mode not in ("auto", "on", "off"):
             raise ConfigError(f"CCPROXY_PROMPT_CACHE_KEY must be auto, on or off, got {cache_key_mode!r}")
@@ -284,7 +285,19 @@ def help_text() -> str:
 # --- the routing file ------------------------------------------------------------------------
 
 UPSTREAM_KINDS = ("chat", "responses", "anthropic")
+REASONING_STYLES = ("openai", "openrouter", "deepseek", "none")
+
+
+def default_reasoning_style(base_url: str) -> str:
+    if "openrouter.ai" in base_url:
+        return "openrouter"
+    if "deepseek.com" in base_url:
+        return "deepseek"
+    return "openai"
+
+
 _UPSTREAM_KEYS = {
+    "model_limits",
     "kind",
     "base_url",
     "api_key_env",
@@ -327,9 +340,11 @@ def load_routing_file(
         where = f"{path}: routes[{i}]"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where} must be a table")
-        extra = set(entry) - {"match", "upstream", "model"}
+        extra = set(entry) - {"match", "upstream", "model", "max_output_tokens"}
         if extra:
-            raise ConfigError(f"{where}: unknown key(s) {sorted(extra)} (expected match, upstream, model)")
+            raise ConfigError(
+                f"{where}: unknown key(s) {sorted(extra)} (expected match, upstream, model, max_output_tokens)"
+            )
         match, upstream, model = entry.get("match"), entry.get("upstream"), entry.get("model")
         if not isinstance(match, str) or not match:
             raise ConfigError(f"{where}.match must be a model id or glob such as 'claude-*haiku*'")
@@ -337,7 +352,8 @@ def load_routing_file(
             raise ConfigError(f"{where}.upstream {upstream!r} is not one of {sorted(names)}")
         if model is not None and (not isinstance(model, str) or not model):
             raise ConfigError(f"{where}.model must be a non-empty string")
-        rules.append(RouteRule(match=match, upstream=upstream, model=model))
+        limit = _token_limit(entry.get("max_output_tokens"), f"{where}.max_output_tokens")
+        rules.append(RouteRule(match=match, upstream=upstream, model=model, max_output_tokens=limit))
     return upstreams, tuple(rules)
 
 
@@ -368,9 +384,9 @@ def _upstream(path: Path, name: str, table: Any, get: Callable[[str], str | None
     headers = table.get("headers", {})
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{where}.headers must be a table of strings")
-    style = table.get("reasoning_style", "openrouter" if "openrouter.ai" in base_url else "openai")
-    if style not in ("openai", "openrouter", "none"):
-        raise ConfigError(f"{where}.reasoning_style must be openai, openrouter or none")
+    style = table.get("reasoning_style", default_reasoning_style(base_url))
+    if style not in REASONING_STYLES:
+        raise ConfigError(f"{where}.reasoning_style must be one of {', '.join(REASONING_STYLES)}")
     effort = table.get("default_effort")
     if effort is not None and effort not in EFFORTS:
         raise ConfigError(f"{where}.default_effort must be one of {', '.join(EFFORTS)}")
@@ -382,9 +398,13 @@ def _upstream(path: Path, name: str, table: Any, get: Callable[[str], str | None
         raise ConfigError(
             f"{where}.schema_drop_keys must be a list of JSON-schema keywords, e.g. ['$schema', 'format']"
         )
-    limit = table.get("max_output_tokens")
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise ConfigError(f"{where}.max_output_tokens must be a positive integer")
+    limit = _token_limit(table.get("max_output_tokens"), f"{where}.max_output_tokens")
+    model_limits = table.get("model_limits", {})
+    if not isinstance(model_limits, dict):
+        raise ConfigError(f"{where}.model_limits must be a table of model glob = max output tokens")
+    per_model = tuple(
+        (str(glob), _token_limit(value, f"{where}.model_limits.{glob!r}")) for glob, value in model_limits.items()
+    )
     return UpstreamConfig(
         name=name,
         kind=kind,
@@ -396,5 +416,12 @@ def _upstream(path: Path, name: str, table: Any, get: Callable[[str], str | None
             reasoning_style=style, default_effort=effort, prompt_cache_key=cache_key, schema_drop_keys=tuple(drop)
         ),
         max_output_tokens=limit,
+        model_limits=per_model,  # type: ignore[arg-type]
         pass_client_key=pass_client_key,
     )
+
+
+def _token_limit(value: Any, where: str) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ConfigError(f"{where} must be a positive integer")
+    return value

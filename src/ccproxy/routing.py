@@ -32,7 +32,9 @@ KNOWN_MODELS: tuple[tuple[str, str, str], ...] = (
 class UpstreamOptions:
     """What one upstream accepts beyond the common Chat Completions request."""
 
-    reasoning_style: str = "openai"  # "openai": reasoning_effort; "openrouter": reasoning object; "none"
+    # "openai": reasoning_effort; "openrouter": reasoning object; "deepseek": thinking switch +
+    # reasoning_effort, thinking sent back as reasoning_content; "none"
+    reasoning_style: str = "openai"
     default_effort: str | None = None  # effort to request when the client asks for none
     prompt_cache_key: bool = False  # send prompt_cache_key (OpenAI); others may reject unknown fields
     schema_drop_keys: tuple[str, ...] = ()  # JSON-schema keywords a strict upstream rejects in tools
@@ -50,6 +52,7 @@ class UpstreamConfig:
     headers: tuple[tuple[str, str], ...] = ()
     options: UpstreamOptions = UpstreamOptions()
     max_output_tokens: int | None = None
+    model_limits: tuple[tuple[str, int | None], ...] = ()  # (upstream model glob, max output tokens)
     pass_client_key: bool = False  # anthropic: forward the client's own x-api-key instead
 
 
@@ -61,6 +64,7 @@ class RouteRule:
     match: str
     upstream: str
     model: str | None = None
+    max_output_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +120,10 @@ class Router:
 
     def resolve(self, requested: str) -> tuple[str, str] | None:
         """(upstream name, upstream model), or None when nothing serves ``requested``."""
+        rule = self._rule(requested)
+        if rule is not None:
+            return rule.upstream, rule.model or requested
         lowered = requested.lower()
-        for rule in self.rules:
-            if fnmatchcase(lowered, rule.match.lower()):
-                return rule.upstream, rule.model or requested
         if self.big_model is None or self.small_model is None:
             return None
         if "haiku" in lowered:
@@ -127,6 +131,30 @@ class Router:
         if lowered.startswith("claude"):
             return DEFAULT_UPSTREAM, self.big_model
         return DEFAULT_UPSTREAM, requested
+
+    def _rule(self, requested: str) -> RouteRule | None:
+        lowered = requested.lower()
+        for rule in self.rules:
+            if fnmatchcase(lowered, rule.match.lower()):
+                return rule
+        return None
+
+    def _output_limit(self, requested: str, config: UpstreamConfig | None, upstream_model: str) -> int | None:
+        """The max_tokens clamp, most specific first: the rule's, the upstream's per-model
+        limit (glob on the upstream model id, with or without its "provider/" part), the
+        upstream's, MAX_TOKENS_LIMIT, then the known limit of the model family."""
+        rule = self._rule(requested)
+        if rule is not None and rule.max_output_tokens:
+            return rule.max_output_tokens
+        full = upstream_model.lower()
+        bare = full.rsplit("/", 1)[-1]
+        if config is not None:
+            for glob, limit in config.model_limits:
+                if fnmatchcase(full, glob.lower()) or fnmatchcase(bare, glob.lower()):
+                    return limit
+            if config.max_output_tokens:
+                return config.max_output_tokens
+        return self._limit or _known_limit(bare)
 
     def upstream_model(self, requested: str) -> str:
         resolved = self.resolve(requested)
@@ -145,7 +173,7 @@ class Router:
                 requested_model=requested,
                 upstream_model=upstream,
                 reasoning=bool(self._reasoning.search(bare)),
-                max_output_tokens=(config.max_output_tokens if config else None) or self._limit or _known_limit(bare),
+                max_output_tokens=self._output_limit(requested, config, upstream),
                 options=config.options if config else self.options,
                 upstream=name,
             )

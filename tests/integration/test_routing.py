@@ -302,3 +302,22 @@ def test_responses_failed_stream_ends_in_error(routed, mock_upstream):
     raw = httpx.post(f"{routed.base}/v1/messages", json=body, timeout=30).content
     names = [name for name, _ in parse_sse(raw)]
     assert names[-1] == "error" and "message_stop" not in names and b"model crashed" in raw
+
+
+def test_count_tokens_for_anthropic_routes_is_anthropics_own(routed, mock_upstream):
+    key = mock_upstream.script({"json": {"input_tokens": 4321}})
+    client = routed.client()
+    counted = client.messages.count_tokens(model="claude-opus-4-8", messages=[{"role": "user", "content": key}])
+    assert counted.input_tokens == 4321  # the upstream's figure, not a local estimate
+    [seen] = mock_upstream.requests(key)
+    assert seen["path"] == "/v1/messages/count_tokens" and seen["headers"]["x-api-key"] == ANTHROPIC_KEY
+    # Chat-routed models are counted locally: the upstream sees nothing.
+    local = client.messages.count_tokens(model="claude-haiku-4-5", messages=[{"role": "user", "content": key + "x"}])
+    assert 0 < local.input_tokens < 100 and len(mock_upstream.requests(key)) == 1
+    # An upstream error is relayed as Anthropic said it.
+    bad = mock_upstream.script(
+        {"status": 400, "json": {"type": "error", "error": {"type": "invalid_request_error", "message": "nope"}}}
+    )
+    with pytest.raises(anthropic.BadRequestError) as err:
+        client.messages.count_tokens(model="claude-opus-4-8", messages=[{"role": "user", "content": bad}])
+    assert err.value.body["error"]["message"] == "nope"

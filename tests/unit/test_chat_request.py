@@ -474,6 +474,33 @@ def test_reasoning_styles():
     assert "reasoning" not in out and "reasoning_effort" not in out
 
 
+def test_deepseek_style_thinking_switch_and_reasoning_content_sent_back():
+    router = reasoning_router("deepseek", model="deepseek-v4-pro")
+    out = translate(router, thinking={"type": "adaptive"}, output_config={"effort": "max"})
+    assert out["thinking"] == {"type": "enabled"} and out["reasoning_effort"] == "max"
+    out = translate(router, thinking={"type": "enabled", "budget_tokens": 2000})
+    assert out["thinking"] == {"type": "enabled"} and out["reasoning_effort"] == "low"
+    assert translate(router, thinking={"type": "disabled"})["thinking"] == {"type": "disabled"}
+    assert "thinking" not in translate(router) and "reasoning_effort" not in translate(router)
+    # The tool turn's thinking goes back as reasoning_content (DeepSeek answers 400 without it).
+    turns = [
+        {"role": "user", "content": "list files"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "I should run ls.", "signature": ""},
+                {"type": "tool_use", "id": "call_1", "name": "Bash", "input": {"command": "ls"}},
+            ],
+        },
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "a.txt"}]},
+    ]
+    sent = translate(router, messages=turns)["messages"]
+    assert sent[1]["reasoning_content"] == "I should run ls." and sent[1]["tool_calls"][0]["id"] == "call_1"
+    assert "I should run ls." not in orjson.dumps(sent[1]["content"]).decode()
+    # Other styles never send thinking back.
+    assert "reasoning_content" not in translate(reasoning_router(), messages=turns)["messages"][1]
+
+
 @pytest.mark.parametrize(("name", "effort"), [("haiku-thinking-budget", "high"), ("sonnet-adaptive-thinking", "high")])
 def test_claude_code_thinking_requests_map_to_effort(claude_code_fixture, name, effort):
     body = claude_code_fixture(name)

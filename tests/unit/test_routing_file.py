@@ -138,3 +138,59 @@ def test_schema_drop_keys(tmp_path):
     with pytest.raises(ConfigError) as err:
         settings(tmp_path, text.replace("['$schema','format']", "'format'"))
     assert "schema_drop_keys" in str(err.value)
+
+
+PER_MODEL = """
+[upstreams.ds]
+kind = "chat"
+base_url = "https://api.deepseek.com/v1"
+api_key_env = "OPENROUTER_KEY"
+max_output_tokens = 32000
+model_limits = { "deepseek-chat" = 8192, "*-reasoner" = 64000 }
+
+[[routes]]
+match = "*haiku*"
+upstream = "ds"
+model = "deepseek-chat"
+
+[[routes]]
+match = "claude-opus-*"
+upstream = "ds"
+model = "deepseek-reasoner"
+
+[[routes]]
+match = "claude-sonnet-*"
+upstream = "ds"
+model = "deepseek-v4-pro"
+
+[[routes]]
+match = "tiny"
+upstream = "ds"
+model = "deepseek-chat"
+max_output_tokens = 1000
+"""
+
+
+def test_per_model_limits_inside_one_upstream(tmp_path):
+    s = settings(tmp_path, PER_MODEL)
+    assert s.upstreams[0].options.reasoning_style == "deepseek"  # by base_url
+    r = router(s)
+    assert r.route("claude-haiku-4-5").max_output_tokens == 8192  # the model's own limit
+    assert r.route("claude-opus-4-8").max_output_tokens == 64000  # glob
+    assert r.route("claude-sonnet-5").max_output_tokens == 32000  # the upstream's
+    assert r.route("tiny").max_output_tokens == 1000  # the rule's beats the model's
+
+
+@pytest.mark.parametrize(
+    ("replace", "fragment"),
+    [
+        (('"deepseek-chat" = 8192', '"deepseek-chat" = "big"'), "model_limits.'deepseek-chat' must be a positive"),
+        (("max_output_tokens = 1000", "max_output_tokens = 0"), "routes[3].max_output_tokens must be a positive"),
+        (('model_limits = { "deepseek-chat" = 8192, "*-reasoner" = 64000 }', "model_limits = 5"), "model_limits must"),
+        (('kind = "chat"', 'kind = "chat"\nreasoning_style = "magic"'), "reasoning_style must be one of"),
+    ],
+)
+def test_invalid_limits(tmp_path, replace, fragment):
+    with pytest.raises(ConfigError) as err:
+        settings(tmp_path, PER_MODEL.replace(*replace))
+    assert fragment in str(err.value)

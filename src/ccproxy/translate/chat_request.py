@@ -32,7 +32,7 @@ ChatMessage = dict[str, Any]
 def build_chat_request(req: MessagesRequest, route: Route) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": route.upstream_model,
-        "messages": convert_messages(req),
+        "messages": convert_messages(req, replay_reasoning=route.options.reasoning_style == "deepseek"),
     }
     max_tokens = req.max_tokens
     if route.max_output_tokens is not None and max_tokens > route.max_output_tokens:
@@ -63,6 +63,8 @@ def build_chat_request(req: MessagesRequest, route: Route) -> dict[str, Any]:
         body["reasoning"] = {"effort": effort}
     elif effort is not None and style == "openai" and route.reasoning:
         body["reasoning_effort"] = effort
+    elif style == "deepseek":
+        _deepseek_thinking(body, req, effort)
     if route.options.prompt_cache_key:
         body["prompt_cache_key"] = prompt_cache_key(req)
     user = (req.metadata or {}).get("user_id")
@@ -102,6 +104,20 @@ def reasoning_effort(req: MessagesRequest, default: str | None) -> str | None:
     return default
 
 
+def _deepseek_thinking(body: dict[str, Any], req: MessagesRequest, effort: str | None) -> None:
+    """DeepSeek-style upstreams: a ``thinking`` switch plus reasoning_effort, where "max" exists
+    (the server folds medium into high itself). Without a client choice the server default holds."""
+    thinking = req.thinking if isinstance(req.thinking, dict) else {}
+    if thinking.get("type") == "disabled":
+        body["thinking"] = {"type": "disabled"}
+        return
+    if effort is None:
+        return
+    body["thinking"] = {"type": "enabled"}
+    asked = (req.output_config or {}).get("effort") if isinstance(req.output_config, dict) else None
+    body["reasoning_effort"] = "max" if asked == "max" else effort
+
+
 def prompt_cache_key(req: MessagesRequest) -> str:
     """The client's explicit key, else a stable hash of what Claude Code keeps cached across a
     session's turns: system, tools and the first user turn (cache_control markers and metadata
@@ -129,7 +145,9 @@ def system_text(system: str | list[Block] | None, path: str = "system") -> str:
     return "\n\n".join(parts)
 
 
-def convert_messages(req: MessagesRequest) -> list[ChatMessage]:
+def convert_messages(req: MessagesRequest, replay_reasoning: bool = False) -> list[ChatMessage]:
+    """``replay_reasoning``: assistant thinking goes back as ``reasoning_content`` (DeepSeek-style
+    upstreams require it on turns that called tools and ignore it elsewhere)."""
     out: list[ChatMessage] = []
     system = system_text(req.system)
     if system:
@@ -140,7 +158,7 @@ def convert_messages(req: MessagesRequest) -> list[ChatMessage]:
         content = msg.content
         if msg.role == "assistant":
             _close_pending(out, pending)
-            message, pending = _assistant_message(content, path)
+            message, pending = _assistant_message(content, path, replay_reasoning)
             out.append(message)
         elif msg.role == "user":
             _user_messages(out, content, pending, path)
@@ -161,10 +179,13 @@ def _close_pending(out: list[ChatMessage], pending: list[str]) -> None:
     pending.clear()
 
 
-def _assistant_message(content: str | list[Block], path: str) -> tuple[ChatMessage, list[str]]:
+def _assistant_message(
+    content: str | list[Block], path: str, replay_reasoning: bool = False
+) -> tuple[ChatMessage, list[str]]:
     if isinstance(content, str):
         return {"role": "assistant", "content": content}, []
     texts: list[str] = []
+    reasoning: list[str] = []
     calls: list[dict[str, Any]] = []
     for j, block in enumerate(content):
         kind = block.get("type")
@@ -181,8 +202,13 @@ def _assistant_message(content: str | list[Block], path: str) -> tuple[ChatMessa
                     "function": {"name": upstream_tool_name(name), "arguments": _arguments(block.get("input"))},
                 }
             )
-        # thinking / redacted_thinking: the upstream cannot verify Anthropic signatures, and the
-        # text must never be replayed as something the assistant said. Others: not translatable.
+        elif kind == "thinking" and replay_reasoning:
+            text = block.get("thinking")
+            if isinstance(text, str) and text:
+                reasoning.append(text)
+        # Otherwise thinking / redacted_thinking are dropped: the upstream cannot verify Anthropic
+        # signatures, and the text must never be replayed as something the assistant said.
+        # Others: not translatable.
         elif kind not in ("thinking", "redacted_thinking"):
             log.debug("dropped assistant block of type %r at %s", kind, path)
     message: ChatMessage = {
@@ -191,6 +217,8 @@ def _assistant_message(content: str | list[Block], path: str) -> tuple[ChatMessa
     }
     if calls:
         message["tool_calls"] = calls
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
     return message, [c["id"] for c in calls]
 
 

@@ -59,22 +59,33 @@ class AnthropicUpstream:
         headers["x-api-key"] = key
         return headers
 
-    def _url(self, exchange: Exchange) -> str:
-        return f"{self.url}?{exchange.query}" if exchange.query else self.url
+    def _url(self, exchange: Exchange, url: str | None = None) -> str:
+        url = url or self.url
+        return f"{url}?{exchange.query}" if exchange.query else url
+
+    async def count_tokens(self, payload: bytes, exchange: Exchange) -> Response:
+        """Anthropic's own count (exact for its tokenizer), relayed as it answers, errors included.
+        Raises ProxyError (502 or 504) when the upstream cannot be reached."""
+        response, _ = await self._whole(self.url + "/count_tokens", payload, exchange)
+        return response
 
     async def create(self, payload: bytes, exchange: Exchange) -> Response:
-        resp = await self.client.send(self._url(exchange), self._headers(exchange), payload)
+        response, data = await self._whole(self.url, payload, exchange)
+        if response.status < 400:
+            _usage_from(_loads(data), exchange)
+        else:
+            exchange.error_type = "upstream_error"
+        return response
+
+    async def _whole(self, url: str, payload: bytes, exchange: Exchange) -> tuple[Response, bytes]:
+        resp = await self.client.send(self._url(exchange, url), self._headers(exchange), payload)
         exchange.upstream_status = resp.status
         try:
             data = await resp.read()
         except UpstreamReadError as exc:
             raise ProxyError(504 if exc.error_type == "timeout_error" else 502, exc.message) from None
         relayed = self._record(resp, exchange)
-        if resp.status < 400:
-            _usage_from(_loads(data), exchange)
-        else:
-            exchange.error_type = "upstream_error"
-        return Response(resp.status, data, relayed, resp.headers.get("content-type", "application/json"))
+        return Response(resp.status, data, relayed, resp.headers.get("content-type", "application/json")), data
 
     async def open_stream(self, payload: bytes, exchange: Exchange) -> AsyncIterator[bytes] | Response:
         resp = await self.client.send(self._url(exchange), self._headers(exchange), payload)
