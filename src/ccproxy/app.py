@@ -9,22 +9,30 @@ or an Anthropic error envelope with a ``request-id`` header; nothing escapes as 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import logging
 import os
+import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import orjson
 
 from . import __version__, tokens
+from .cache import ResponseCache
+from .cli import DRAIN_DIR_ENV
 from .config import Settings
 from .errors import ProxyError, Redactor, error_body, invalid_request
 from .logs import JsonLinesWriter, setup_logging
-from .routing import DEFAULT_UPSTREAM, Router, UpstreamOptions
+from .metrics import Metrics, prometheus
+from .ratelimit import RateLimiter
+from .resilience import RETRY_STATUSES, CircuitBreaker, RetryBudget, RetryPolicy, parse_retry_after
+from .routing import DEFAULT_UPSTREAM, Route, Router, UpstreamOptions
 from .schemas.anthropic import decode_count_tokens_request, decode_messages_request
 from .serving import (
     ClientDisconnected,
@@ -47,6 +55,38 @@ log = logging.getLogger("ccproxy.app")
 Handler = Callable[[Request], Awaitable["Response | StreamResponse"]]
 TOKENS_INLINE_LIMIT = 64 * 1024  # larger count_tokens bodies are encoded off the event loop
 PASS_THROUGH_HEADERS = ("anthropic-version", "anthropic-beta", "x-api-key")
+# error types a stream records when its upstream failed mid-way (counted by the circuit breaker)
+STREAM_FAULTS = frozenset({"timeout_error", "api_error", "overloaded_error"})
+
+
+class Call:
+    """One request on its way upstream: the decoded request and body until the payload exists
+    (kept longer only when a fallback upstream may need its own translation)."""
+
+    __slots__ = ("_payloads", "body", "estimated_tokens", "exchange", "keep", "parsed", "rate_entry")
+
+    def __init__(self, parsed: Any, body: bytes, exchange: Exchange) -> None:
+        self.parsed: Any = parsed
+        self.body: bytes | None = body
+        self.exchange = exchange
+        self.keep = bool(exchange.route.fallbacks)
+        self.estimated_tokens = len(body) / 4 + (parsed.max_tokens or 0)
+        self._payloads: dict[str, bytes] = {}
+        self.rate_entry: tuple[RateLimiter, list[float]] | None = None
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)  # type: ignore[arg-type]
+
+    def payload(self, upstream: Upstream) -> bytes:
+        name = self.exchange.route.upstream
+        payload = self._payloads.get(name)
+        if payload is None:
+            if self.body is None:
+                raise ProxyError(500, "request released before its payload was built", "api_error")
+            payload = self._payloads[name] = upstream.prepare(self.parsed, self.body, self.exchange)
+            if not self.keep:
+                self.parsed = self.body = None
+        return payload
 
 
 class ProxyApp:
@@ -71,6 +111,24 @@ class ProxyApp:
         self.request_log: JsonLinesWriter | None = None
         self.error_log: JsonLinesWriter | None = None
         self.in_flight = 0
+        self.draining = False
+        self.metrics = Metrics()
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.retry_policy = RetryPolicy(
+            settings.max_retries, settings.retry_base_delay, settings.retry_max_delay, settings.retry_max_after
+        )
+        self.retry_budget = RetryBudget(settings.retry_budget)
+        self.cache = (
+            ResponseCache(settings.cache_max_entries, settings.cache_max_bytes, settings.cache_ttl)
+            if settings.cache
+            else None
+        )
+        self.limiters: dict[str, RateLimiter] = {}
+        if settings.rpm or settings.tpm:
+            for name in self._upstream_names():
+                self.limiters[name] = RateLimiter(
+                    settings.rpm, settings.tpm, settings.rate_queue, settings.rate_max_wait
+                )
         # Request ids: unique per process without a syscall per request.
         self._ids = itertools.count(1)
         self._id_prefix = "req_" + os.urandom(6).hex()
@@ -86,6 +144,10 @@ class ProxyApp:
             ("HEAD", "/health"): self.health,
             ("GET", "/livez"): self.livez,
             ("POST", "/v1/chat/completions"): self.chat_completions,
+            ("GET", "/v1/metrics"): self.metrics_json,
+            ("GET", "/metrics"): self.metrics_prometheus,
+            ("GET", "/v1/cache/stats"): self.cache_stats,
+            ("POST", "/v1/cache/clear"): self.cache_clear,
         }
         self._paths = {path for _, path in self.routes}
 
@@ -141,6 +203,9 @@ class ProxyApp:
             self.adapter(DEFAULT_UPSTREAM)
         for config in s.upstreams:
             self.adapter(config.name)
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            # the ccproxy main process sends SIGUSR1 when it got SIGTERM (see cli.py)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.start_drain)
         # Verify the shipped encoding now (a corrupt install fails at start); build it lazily on
         # the first count_tokens, since it costs ~25 MB per worker that many never need.
         await asyncio.to_thread(tokens.verify_encoding_file)
@@ -181,6 +246,8 @@ class ProxyApp:
 
     async def messages(self, req: Request) -> Response | StreamResponse:
         started = time.perf_counter()
+        if self.draining:
+            raise ProxyError(503, "ccproxy is shutting down; send the request again", "overloaded_error")
         body = await req.body(self.settings.max_request_bytes)
         parsed = decode(decode_messages_request, body)
         if not parsed.messages:
@@ -192,52 +259,58 @@ class ProxyApp:
         session = req.header("x-claude-code-session-id")
         if session:  # logs correlate a session by a hash prefix, never by the id itself
             exchange.session = hashlib.sha256(session.encode()).hexdigest()[:16]
-        upstream = self.adapter(exchange.route.upstream)
-        if upstream.kind == "anthropic":
+        if exchange.route.upstream != DEFAULT_UPSTREAM or exchange.route.fallbacks:
             exchange.query = req.query
             exchange.client_headers = {
                 name: value for name in PASS_THROUGH_HEADERS if (value := req.header(name)) is not None
             }
-        payload = upstream.prepare(parsed, body, exchange)
-        del parsed, body  # a request can wait minutes on the upstream; keep only what it sends
-        self.in_flight += 1
+        call = Call(parsed, body, exchange)
+        del parsed, body  # a request can wait minutes on the upstream; the Call keeps what it needs
+        self._begin()
         try:
-            if stream:
-                events = await upstream.open_stream(payload, exchange)
+            if self.cache is not None and not stream:
+                route = exchange.route
+                key = ResponseCache.key(call.json(), route.upstream, route.upstream_model)
+                reply, how = await self.cache.get_or_fetch(
+                    key, lambda: self._with_deadline(self._attempts(call), False)
+                )
+                exchange.cache = how
+                if how != "miss":
+                    exchange.status = reply.status
+                    exchange.usage = {}
             else:
-                reply = await upstream.create(payload, exchange)
+                outcome = await self._with_deadline(self._attempts(call), stream)
         except ProxyError as exc:
-            self.in_flight -= 1
             exchange.status, exchange.error_type, exchange.error_message = exc.status, exc.error_type, exc.message
-            self.log_request(exchange, started)
+            self._finish(exchange, started, call)
             raise
         except (asyncio.CancelledError, ClientDisconnected):
-            self.in_flight -= 1
             exchange.status, exchange.error_type = 499, "client_disconnected"
-            self.log_request(exchange, started)
+            self._finish(exchange, started, call)
             raise
         except Exception as exc:  # a bug: logged here, answered as a 500 envelope by handle()
-            self.in_flight -= 1
             exchange.status, exchange.error_type = 500, "api_error"
             exchange.error_message = f"internal error: {type(exc).__name__}"
-            self.log_request(exchange, started)
+            self._finish(exchange, started, call)
             raise
-        if not stream or isinstance(events, Response):
-            self.in_flight -= 1
-            final = reply if not stream else events
-            exchange.status = final.status  # type: ignore[union-attr]
-            self.log_request(exchange, started)
-            return final  # type: ignore[return-value]
+        if self.cache is not None and not stream:
+            outcome = reply
+        if isinstance(outcome, Response):
+            exchange.status = outcome.status
+            self._finish(exchange, started, call)
+            return outcome
 
-        def on_close(outcome: BaseException | None) -> None:
-            self.in_flight -= 1
-            if isinstance(outcome, ClientDisconnected):
+        def on_close(failure: BaseException | None) -> None:
+            if isinstance(failure, ClientDisconnected):
                 exchange.status, exchange.error_type = 499, "client_disconnected"
-            elif outcome is not None:
+            elif failure is not None:
                 exchange.error_type = "api_error"
-                exchange.error_message = f"stream failed: {type(outcome).__name__}"
-            self.log_request(exchange, started)
+                exchange.error_message = f"stream failed: {type(failure).__name__}"
+            elif exchange.error_type in STREAM_FAULTS:
+                self.breaker(exchange.route.upstream).record(fault=True)
+            self._finish(exchange, started, call)
 
+        events = outcome if not self.settings.total_timeout else self._deadline_stream(outcome, exchange, started)
         return StreamResponse(
             events,
             on_close,
@@ -246,6 +319,170 @@ class ProxyApp:
             on_error=lambda exc: error_event("api_error", "internal proxy error"),
             headers=exchange.relay_headers,
         )
+
+    async def _with_deadline(self, work: Awaitable[Any], stream: bool) -> Any:
+        """Non-streaming requests as a whole, and streams until the upstream answered, within
+        CCPROXY_TOTAL_TIMEOUT (the rest of a stream is bounded in _deadline_stream)."""
+        total = self.settings.total_timeout
+        if not total:
+            return await work
+        try:
+            async with asyncio.timeout(total):
+                return await work
+        except TimeoutError:
+            raise ProxyError(
+                504, f"the request took longer than CCPROXY_TOTAL_TIMEOUT ({total:g} s)", "timeout_error"
+            ) from None
+
+    async def _deadline_stream(
+        self, events: AsyncIterator[bytes], exchange: Exchange, started: float
+    ) -> AsyncIterator[bytes]:
+        deadline = started + self.settings.total_timeout
+        try:
+            async with asyncio.timeout_at(asyncio.get_running_loop().time() + deadline - time.perf_counter()):
+                async for chunk in events:
+                    yield chunk
+        except TimeoutError:
+            exchange.error_type = "timeout_error"
+            exchange.error_message = (
+                f"the stream took longer than CCPROXY_TOTAL_TIMEOUT ({self.settings.total_timeout:g} s)"
+            )
+            yield error_event("timeout_error", exchange.error_message)
+        finally:
+            closer = getattr(events, "aclose", None)
+            if closer is not None:
+                await closer()
+
+    async def _attempts(self, call: Call) -> Response | AsyncIterator[bytes]:
+        """Send the request upstream: retries (before anything reached the client), circuit
+        breaking with fallback upstreams, and rate limiting. See resilience.py for the rules."""
+        exchange = call.exchange
+        primary = exchange.route
+        self.retry_budget.deposit()
+        retry = 0
+        while True:
+            route = self._pick(primary)
+            if route is not exchange.route:
+                self.metrics.fallbacks += route is not primary
+                exchange.route = route
+            upstream = self.adapter(route.upstream)
+            payload = call.payload(upstream)
+            breaker = self.breaker(route.upstream)
+            limiter = self.limiters.get(route.upstream)
+            entry = await limiter.acquire(call.estimated_tokens) if limiter is not None else None
+            exchange.upstream_status = None
+            error: ProxyError | None = None
+            result: Any = None
+            began = time.perf_counter()
+            try:
+                if exchange.stream:
+                    result = await self._first_byte(upstream.open_stream(payload, exchange))
+                    self.metrics.first_byte.observe(time.perf_counter() - began)
+                else:
+                    result = await upstream.create(payload, exchange)
+            except ProxyError as exc:
+                error = exc
+            except BaseException:
+                breaker.release()
+                raise
+            status = exchange.upstream_status
+            # an upstream fault: it answered 5xx, or never answered (we map that to 502/504)
+            breaker.record(fault=(status or 0) >= 500 or (error is not None and error.status >= 500))
+            if limiter is not None and entry is not None:
+                limiter.adapt(throttled=status == 429)
+                call.rate_entry = (limiter, entry)
+            retryable = status in RETRY_STATUSES or (
+                status is None and error is not None and error.status in (502, 504)
+            )
+            if error is None and not isinstance(result, Response):
+                return result  # a stream: from here on bytes reach the client, no more retries
+            if error is None and result.status < 400:
+                return result
+            if retryable:
+                headers = error.headers if error is not None else result.headers
+                after = parse_retry_after(next((v for k, v in headers if k.lower() == "retry-after"), None))
+                delay = self.retry_policy.delay(retry, after)
+                if delay is not None and self.retry_budget.withdraw():
+                    retry += 1
+                    self.metrics.retries += 1
+                    log.info(
+                        "retrying %s (attempt %d) in %.2f s after %s",
+                        route.upstream,
+                        retry + 1,
+                        delay,
+                        status or (error.message if error else "error"),
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+            if error is not None:
+                raise error
+            return result
+
+    def _pick(self, primary: Route) -> Route:
+        """The primary route, or the first fallback whose circuit lets a request through."""
+        for route in (primary, *primary.fallbacks):
+            if self.breaker(route.upstream).allow():
+                return route
+        breaker = self.breaker(primary.upstream)
+        wait = max(1, round(breaker.retry_in()))
+        raise ProxyError(
+            503,
+            f"upstream {primary.upstream!r} is unavailable: its circuit is open after {breaker.failures} consecutive "
+            f"failures; retry in {wait} s",
+            "overloaded_error",
+            [("retry-after", str(wait))],
+        )
+
+    async def _first_byte(self, opening: Awaitable[Any]) -> Any:
+        limit = self.settings.first_byte_timeout
+        try:
+            async with asyncio.timeout(limit):
+                return await opening
+        except TimeoutError:
+            raise ProxyError(
+                504, f"the upstream did not answer within CCPROXY_FIRST_BYTE_TIMEOUT ({limit:g} s)", "timeout_error"
+            ) from None
+
+    def breaker(self, upstream: str) -> CircuitBreaker:
+        breaker = self.breakers.get(upstream)
+        if breaker is None:
+            s = self.settings
+            breaker = self.breakers[upstream] = CircuitBreaker(s.circuit_threshold, s.circuit_cooldown)
+        return breaker
+
+    # --- in-flight accounting and drain --------------------------------------------------------
+
+    def _begin(self) -> None:
+        self.in_flight += 1
+
+    def _finish(self, exchange: Exchange, started: float, call: Call | None = None) -> None:
+        self.in_flight -= 1
+        if call is not None and call.rate_entry is not None and exchange.usage:
+            limiter, entry = call.rate_entry
+            limiter.correct(entry, exchange.usage.get("input_tokens", 0) + exchange.usage.get("output_tokens", 0))
+        seconds = time.perf_counter() - started
+        self.metrics.record(
+            exchange.route.upstream, exchange.status, exchange.error_type, seconds, exchange.stream, exchange.usage
+        )
+        self.log_request(exchange, started)
+        if self.draining and self.in_flight == 0:
+            self._mark_drained()
+
+    def start_drain(self) -> None:
+        """SIGUSR1 from the ccproxy main process (it got SIGTERM): refuse new requests, let the
+        in-flight ones finish, and say so once none is left (the main process then stops us)."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining: %d request(s) in flight", self.in_flight)
+        if self.in_flight == 0:
+            self._mark_drained()
+
+    def _mark_drained(self) -> None:
+        folder = os.environ.get(DRAIN_DIR_ENV)
+        if folder:
+            with contextlib.suppress(OSError):
+                (Path(folder) / f"{os.getpid()}.drained").touch()
 
     async def count_tokens(self, req: Request) -> Response:
         body = await req.body(self.settings.max_request_bytes)
@@ -299,10 +536,66 @@ class ProxyApp:
         return Response(200, orjson.dumps({"status": "ok", "service": "ccproxy", "version": __version__}))
 
     async def health(self, req: Request) -> Response:
+        if self.draining:
+            return Response(503, orjson.dumps({"status": "draining", "in_flight": self.in_flight}))
         return Response(200, b'{"status":"ok"}')
 
     async def livez(self, req: Request) -> Response:
-        return Response(200, orjson.dumps({"status": "ok", "in_flight": self.in_flight, "draining": False}))
+        return Response(200, orjson.dumps({"status": "ok", "in_flight": self.in_flight, "draining": self.draining}))
+
+    async def metrics_json(self, req: Request) -> Response:
+        from . import _native
+
+        data = self.metrics.snapshot()
+        data["in_flight"] = self.in_flight
+        data["draining"] = self.draining
+        data["pid"] = os.getpid()
+        data["upstreams"] = {
+            name: {
+                "circuit": self.breaker(name).snapshot(),
+                **({"rate_limit": self.limiters[name].snapshot()} if name in self.limiters else {}),
+            }
+            for name in self._upstream_names()
+        }
+        data["retry_budget"] = {
+            "tokens": round(self.retry_budget.tokens, 2),
+            "refused": self.retry_budget.exhausted,
+        }
+        data["cache"] = self.cache.stats() if self.cache is not None else {"enabled": False}
+        data["native"] = {"implementation": _native.IMPLEMENTATION, "modules": dict(_native.IMPLEMENTATIONS)}
+        data["version"] = __version__
+        return Response(200, orjson.dumps(data))
+
+    async def metrics_prometheus(self, req: Request) -> Response:
+        from . import _native
+
+        circuits = {}
+        for name in self._upstream_names():
+            state = self.breaker(name).state
+            circuits[f'upstream="{name}"'] = {"closed": 0, "half_open": 1, "open": 2}[state]
+        gauges = {"ccproxy_in_flight_requests": self.in_flight, "ccproxy_draining": int(self.draining)}
+        labelled: dict[str, dict[str, float]] = {
+            "ccproxy_circuit_state": circuits,
+            "ccproxy_native_info": {f'implementation="{_native.IMPLEMENTATION}"': 1},
+        }
+        if self.cache is not None:
+            stats = self.cache.stats()
+            labelled["ccproxy_cache_lookups"] = {'result="hit"': stats["hits"], 'result="miss"': stats["misses"]}
+            gauges["ccproxy_cache_entries"] = stats["entries"]
+            gauges["ccproxy_cache_bytes"] = stats["bytes"]
+        body = prometheus(self.metrics, gauges, labelled)
+        return Response(200, body, content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def cache_stats(self, req: Request) -> Response:
+        return Response(200, orjson.dumps(self.cache.stats() if self.cache is not None else {"enabled": False}))
+
+    async def cache_clear(self, req: Request) -> Response:
+        cleared = self.cache.clear() if self.cache is not None else 0
+        return Response(200, orjson.dumps({"cleared": cleared, "enabled": self.cache is not None}))
+
+    def _upstream_names(self) -> list[str]:
+        names = [DEFAULT_UPSTREAM] if self.settings.api_key is not None else []
+        return names + [u.name for u in self.settings.upstreams]
 
     async def chat_completions(self, req: Request) -> Response:
         raise invalid_request(

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
 import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, Settings, help_text
+
+DRAIN_DIR_ENV = "CCPROXY_DRAIN_DIR"  # where workers report "drained" (app.py reads it)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(settings: Settings) -> int:
-    from granian import Granian
     from granian.constants import Interfaces
 
     try:
@@ -51,7 +60,9 @@ def serve(settings: Settings) -> int:
     except OSError as exc:
         print(f"ccproxy: cannot create CCPROXY_DATA_DIR {settings.data_dir}: {exc}", file=sys.stderr)
         return 2
-    server = Granian(
+    drain_dir = Path(tempfile.mkdtemp(prefix="ccproxy-drain-"))
+    os.environ[DRAIN_DIR_ENV] = str(drain_dir)  # the workers inherit it
+    server = _draining_server_class()(
         "ccproxy.app:create_app_from_env",
         factory=True,
         address=settings.host,
@@ -60,5 +71,51 @@ def serve(settings: Settings) -> int:
         workers=settings.workers,
         log_level=settings.log_level.lower(),  # type: ignore[arg-type]
     )
-    server.serve()
+    server.drain_timeout = settings.drain_timeout
+    server.drain_dir = drain_dir
+    try:
+        server.serve()
+    finally:
+        shutil.rmtree(drain_dir, ignore_errors=True)
     return 0
+
+
+def _draining_server_class() -> type:
+    """Granian's server with a graceful drain in front of its shutdown.
+
+    Granian stops its workers (and their listeners) as soon as it gets SIGTERM/SIGINT. We first
+    send each worker SIGUSR1: it answers /health with 503 "draining", refuses new requests with
+    503 and lets the in-flight ones finish, then drops a marker file. Once every worker has (or
+    CCPROXY_DRAIN_TIMEOUT passed), Granian's own shutdown runs. A second signal stops at once.
+    """
+    from granian import Granian
+
+    class DrainingGranian(Granian):  # type: ignore[misc, valid-type]
+        drain_timeout = 30.0
+        drain_dir: Path | None = None
+        _draining = False
+
+        def signal_handler_interrupt(self, *args: object, **kwargs: object) -> None:
+            if self._draining or not self.drain_timeout or self.drain_dir is None:
+                super().signal_handler_interrupt(*args, **kwargs)
+                return
+            self._draining = True
+            pids = []
+            for worker in list(self.wrks):
+                pid = getattr(getattr(worker, "inner", None), "pid", None)
+                if pid:
+                    pids.append(pid)
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGUSR1)
+            threading.Thread(target=self._stop_when_drained, args=(pids,), daemon=True).start()
+
+        def _stop_when_drained(self, pids: list[int]) -> None:
+            deadline = time.monotonic() + self.drain_timeout
+            assert self.drain_dir is not None
+            while time.monotonic() < deadline:
+                if all((self.drain_dir / f"{pid}.drained").exists() for pid in pids):
+                    break
+                time.sleep(0.05)
+            super().signal_handler_interrupt()
+
+    return DrainingGranian

@@ -86,7 +86,29 @@ SETTINGS: tuple[Setting, ...] = (
         "600",
         "seconds the upstream may stay silent (first byte and between chunks)",
     ),
+    Setting(
+        "CCPROXY_FIRST_BYTE_TIMEOUT",
+        "<CCPROXY_READ_TIMEOUT>",
+        "seconds to wait for a streaming upstream's answer (status and headers)",
+    ),
+    Setting("CCPROXY_TOTAL_TIMEOUT", "0", "seconds a whole request may take, stream included (0: no limit)"),
     Setting("CCPROXY_PING_INTERVAL", "15", "seconds of stream silence after which a ping event is sent"),
+    Setting("CCPROXY_MAX_RETRIES", "2", "retries of a failed upstream attempt before anything reached the client"),
+    Setting("CCPROXY_RETRY_BASE_DELAY", "0.5", "first retry backoff in seconds (doubles, full jitter)"),
+    Setting("CCPROXY_RETRY_MAX_DELAY", "8", "largest retry backoff in seconds"),
+    Setting("CCPROXY_RETRY_MAX_AFTER", "30", "largest upstream Retry-After waited for before retrying"),
+    Setting("CCPROXY_RETRY_BUDGET", "0.2", "retries allowed per first attempt, over time (plus a burst of 10)"),
+    Setting("CCPROXY_CIRCUIT_THRESHOLD", "5", "consecutive upstream faults (5xx, timeouts, resets) opening a circuit"),
+    Setting("CCPROXY_CIRCUIT_COOLDOWN", "60", "seconds an open circuit refuses before letting a probe through"),
+    Setting("CCPROXY_RPM", "0", "requests per minute allowed to each upstream (0: no limit)"),
+    Setting("CCPROXY_TPM", "0", "tokens per minute allowed to each upstream (0: no limit)"),
+    Setting("CCPROXY_RATE_QUEUE", "100", "requests that may wait for a rate limit; more are refused with 429"),
+    Setting("CCPROXY_RATE_MAX_WAIT", "30", "longest wait for a rate limit in seconds; longer waits get 429"),
+    Setting("CCPROXY_CACHE", "off", "response cache for identical non-streaming requests: on or off"),
+    Setting("CCPROXY_CACHE_TTL", "300", "seconds a cached response stays valid"),
+    Setting("CCPROXY_CACHE_MAX_ENTRIES", "1000", "most responses cached"),
+    Setting("CCPROXY_CACHE_MAX_BYTES", "67108864", "most bytes of responses cached"),
+    Setting("CCPROXY_DRAIN_TIMEOUT", "30", "seconds in-flight requests may take to finish after SIGTERM"),
     Setting("CCPROXY_INTERFACE", "asgi", "Granian interface: asgi (bounded memory for slow clients) or rsgi (faster)"),
     Setting(
         "CCPROXY_HTTP_CLIENT", DEFAULT_CLIENT, "upstream HTTP client: builtin, aiohttp, httpx, httpx-http2, pyreqwest"
@@ -116,6 +138,24 @@ class Settings:
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
     ping_interval: float = 15.0
+    first_byte_timeout: float = 600.0
+    total_timeout: float = 0.0  # 0: none
+    max_retries: int = 2
+    retry_base_delay: float = 0.5
+    retry_max_delay: float = 8.0
+    retry_max_after: float = 30.0
+    retry_budget: float = 0.2
+    circuit_threshold: int = 5
+    circuit_cooldown: float = 60.0
+    rpm: int = 0
+    tpm: int = 0
+    rate_queue: int = 100
+    rate_max_wait: float = 30.0
+    cache: bool = False
+    cache_ttl: float = 300.0
+    cache_max_entries: int = 1000
+    cache_max_bytes: int = 64 * 1024 * 1024
+    drain_timeout: float = 30.0
     max_request_bytes: int = 32 * 1024 * 1024
     http_client: str = DEFAULT_CLIENT
     interface: str = "asgi"
@@ -158,6 +198,7 @@ class Settings:
         for rule in rules:
             if rule.upstream == DEFAULT_UPSTREAM and api_key is None:
                 raise ConfigError(f"{config_file}: a route uses upstream 'default' but OPENAI_API_KEY is not set")
+        read_timeout = _number(get, "CCPROXY_READ_TIMEOUT", "600", float, 0.1)
         log_level = (get("LOG_LEVEL") or "INFO").upper()
         if log_level not in LOG_LEVELS:
             raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
@@ -205,8 +246,26 @@ class Settings:
             max_tokens_limit=limit,
             reasoning_model_pattern=pattern,
             connect_timeout=_number(get, "CCPROXY_CONNECT_TIMEOUT", "10", float, 0.1),
-            read_timeout=_number(get, "CCPROXY_READ_TIMEOUT", "600", float, 0.1),
+            read_timeout=read_timeout,
             ping_interval=_number(get, "CCPROXY_PING_INTERVAL", "15", float, 0.05),
+            first_byte_timeout=_number(get, "CCPROXY_FIRST_BYTE_TIMEOUT", str(read_timeout), float, 0.1),
+            total_timeout=_number(get, "CCPROXY_TOTAL_TIMEOUT", "0", float, 0),
+            max_retries=_number(get, "CCPROXY_MAX_RETRIES", "2", int, 0, 10),
+            retry_base_delay=_number(get, "CCPROXY_RETRY_BASE_DELAY", "0.5", float, 0),
+            retry_max_delay=_number(get, "CCPROXY_RETRY_MAX_DELAY", "8", float, 0),
+            retry_max_after=_number(get, "CCPROXY_RETRY_MAX_AFTER", "30", float, 0),
+            retry_budget=_number(get, "CCPROXY_RETRY_BUDGET", "0.2", float, 0),
+            circuit_threshold=_number(get, "CCPROXY_CIRCUIT_THRESHOLD", "5", int, 1),
+            circuit_cooldown=_number(get, "CCPROXY_CIRCUIT_COOLDOWN", "60", float, 0.01),
+            rpm=_number(get, "CCPROXY_RPM", "0", int, 0),
+            tpm=_number(get, "CCPROXY_TPM", "0", int, 0),
+            rate_queue=_number(get, "CCPROXY_RATE_QUEUE", "100", int, 0),
+            rate_max_wait=_number(get, "CCPROXY_RATE_MAX_WAIT", "30", float, 0),
+            cache=_switch(get, "CCPROXY_CACHE", "off"),
+            cache_ttl=_number(get, "CCPROXY_CACHE_TTL", "300", float, 0),
+            cache_max_entries=_number(get, "CCPROXY_CACHE_MAX_ENTRIES", "1000", int, 1),
+            cache_max_bytes=_number(get, "CCPROXY_CACHE_MAX_BYTES", "67108864", int, 1024),
+            drain_timeout=_number(get, "CCPROXY_DRAIN_TIMEOUT", "30", float, 0),
             max_request_bytes=_number(get, "CCPROXY_MAX_REQUEST_BYTES", "33554432", int, 1024),
             http_client=http_client,
             interface=interface,
@@ -234,6 +293,15 @@ class Settings:
 
 _KIND_NAMES: dict[Any, str] = {int: "a whole number", float: "a number"}
 _ROLE = {"BIG_MODEL_NAME": "opus/sonnet requests", "SMALL_MODEL_NAME": "haiku requests"}
+
+
+def _switch(get: Callable[[str], str | None], name: str, default: str) -> bool:
+    raw = (get(name) or default).lower()
+    if raw in ("on", "true", "1", "yes"):
+        return True
+    if raw in ("off", "false", "0", "no"):
+        return False
+    raise ConfigError(f"{name} must be on or off, got {raw!r}")
 
 
 def _number(
@@ -340,10 +408,11 @@ def load_routing_file(
         where = f"{path}: routes[{i}]"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where} must be a table")
-        extra = set(entry) - {"match", "upstream", "model", "max_output_tokens"}
+        extra = set(entry) - {"match", "upstream", "model", "max_output_tokens", "fallback"}
         if extra:
             raise ConfigError(
-                f"{where}: unknown key(s) {sorted(extra)} (expected match, upstream, model, max_output_tokens)"
+                f"{where}: unknown key(s) {sorted(extra)} (expected match, upstream, model, max_output_tokens,"
+                " fallback)"
             )
         match, upstream, model = entry.get("match"), entry.get("upstream"), entry.get("model")
         if not isinstance(match, str) or not match:
@@ -353,7 +422,8 @@ def load_routing_file(
         if model is not None and (not isinstance(model, str) or not model):
             raise ConfigError(f"{where}.model must be a non-empty string")
         limit = _token_limit(entry.get("max_output_tokens"), f"{where}.max_output_tokens")
-        rules.append(RouteRule(match=match, upstream=upstream, model=model, max_output_tokens=limit))
+        fallback = _fallbacks(entry.get("fallback", []), names, f"{where}.fallback")
+        rules.append(RouteRule(match=match, upstream=upstream, model=model, max_output_tokens=limit, fallback=fallback))
     return upstreams, tuple(rules)
 
 
@@ -419,6 +489,23 @@ def _upstream(path: Path, name: str, table: Any, get: Callable[[str], str | None
         model_limits=per_model,  # type: ignore[arg-type]
         pass_client_key=pass_client_key,
     )
+
+
+def _fallbacks(value: Any, names: set[str], where: str) -> tuple[tuple[str, str | None], ...]:
+    """``["name", { upstream = "name", model = "id" }, …]``."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{where} must be a list of upstream names or {{ upstream, model }} tables")
+    out: list[tuple[str, str | None]] = []
+    for item in value:
+        name, model = (item, None) if isinstance(item, str) else (None, None)
+        if isinstance(item, dict) and set(item) <= {"upstream", "model"}:
+            name, model = item.get("upstream"), item.get("model")
+        if name not in names and name != DEFAULT_UPSTREAM:
+            raise ConfigError(f"{where}: {item!r} is not one of the upstreams {sorted(names)}")
+        if model is not None and (not isinstance(model, str) or not model):
+            raise ConfigError(f"{where}: model must be a non-empty string")
+        out.append((name, model))  # type: ignore[arg-type]
+    return tuple(out)
 
 
 def _token_limit(value: Any, where: str) -> int | None:

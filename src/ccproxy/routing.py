@@ -65,6 +65,8 @@ class RouteRule:
     upstream: str
     model: str | None = None
     max_output_tokens: int | None = None
+    # (upstream, model or None: the rule's model) tried in order while the primary's circuit is open
+    fallback: tuple[tuple[str, str | None], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,7 @@ class Route:
     max_output_tokens: int | None  # clamp for max_tokens, when known
     options: UpstreamOptions = UpstreamOptions()
     upstream: str = DEFAULT_UPSTREAM
+    fallbacks: tuple[Route, ...] = ()  # where to go while this upstream's circuit is open
 
 
 # Known output-token limits of common upstream models, matched by prefix after any
@@ -167,19 +170,27 @@ class Router:
             if resolved is None:
                 raise ProxyError(404, f"model: {requested} is not served by any route", "not_found_error")
             name, upstream = resolved
-            config = self.upstreams.get(name)
-            bare = upstream.rsplit("/", 1)[-1].lower()
-            route = Route(
-                requested_model=requested,
-                upstream_model=upstream,
-                reasoning=bool(self._reasoning.search(bare)),
-                max_output_tokens=self._output_limit(requested, config, upstream),
-                options=config.options if config else self.options,
-                upstream=name,
+            rule = self._rule(requested)
+            fallbacks = tuple(
+                self._build(requested, other, model or upstream, ()) for other, model in (rule.fallback if rule else ())
             )
+            route = self._build(requested, name, upstream, fallbacks)
             if len(self._cache) < 1024:  # requested ids are few; bound it anyway
                 self._cache[requested] = route
         return route
+
+    def _build(self, requested: str, name: str, upstream: str, fallbacks: tuple[Route, ...]) -> Route:
+        config = self.upstreams.get(name)
+        bare = upstream.rsplit("/", 1)[-1].lower()
+        return Route(
+            requested_model=requested,
+            upstream_model=upstream,
+            reasoning=bool(self._reasoning.search(bare)),
+            max_output_tokens=self._output_limit(requested, config, upstream),
+            options=config.options if config else self.options,
+            upstream=name,
+            fallbacks=fallbacks,
+        )
 
     def models(self) -> list[dict[str, str]]:
         listed = [(model_id, name, created) for model_id, name, created in KNOWN_MODELS]

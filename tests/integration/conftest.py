@@ -99,27 +99,32 @@ def start_proxy(upstream_base: str, data_dir: Path, **env: str) -> Proxy:
         "LOG_FILE_PATH": str(data_dir / "log.jsonl"),
         "ERROR_LOG_FILE_PATH": str(data_dir / "error.jsonl"),
         "LOG_LEVEL": "INFO",
+        # One attempt per request and a circuit that never opens, unless a test asks otherwise:
+        # most tests check how one upstream answer is translated (test_resilience.py covers these).
+        "CCPROXY_MAX_RETRIES": "0",
+        "CCPROXY_CIRCUIT_THRESHOLD": "100000",
         **env,
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ccproxy"],
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    wait_http(f"http://127.0.0.1:{port}/health", proc)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Output goes to a file: a pipe nobody reads until the end would block a chatty server.
+    with (data_dir / "stdout.log").open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "ccproxy"], env=full_env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc)
+    except (RuntimeError, TimeoutError) as exc:
+        proc.kill()
+        raise RuntimeError(f"{exc}\n{(data_dir / 'stdout.log').read_text()}") from None
     return Proxy(port, data_dir, proc)
 
 
 def stop_proxy(proxy: Proxy) -> str:
     proxy.proc.terminate()
     try:
-        out, _ = proxy.proc.communicate(timeout=15)
+        proxy.proc.wait(timeout=40)
     except subprocess.TimeoutExpired:
         proxy.proc.kill()
-        out, _ = proxy.proc.communicate()
-    return out or ""
+        proxy.proc.wait()
+    return (proxy.data_dir / "stdout.log").read_text()
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,8 @@ APP = ProxyApp(
         log_file=None,
         error_log_file=None,
         connect_timeout=1.0,
+        max_retries=0,  # every request fails to connect: no retries, and no open circuit hiding it
+        circuit_threshold=10**9,
     )
 )
 LOOP = asyncio.new_event_loop()
