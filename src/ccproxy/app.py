@@ -624,6 +624,7 @@ class ProxyApp:
                     "upstream": exchange.route.upstream,
                     "session": exchange.session,
                     "ratelimit": exchange.ratelimit or None,
+                    "cache": exchange.cache,
                 }
             )
         if exchange.error_type and exchange.error_type != "client_disconnected":

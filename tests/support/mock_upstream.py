@@ -115,6 +115,9 @@ async def respond(writer: asyncio.StreamWriter, spec: dict) -> bool:
     """Write one scripted response; False when the connection must not be reused."""
     if spec.get("wait"):
         await asyncio.sleep(spec["wait"])
+    if spec.get("reset"):  # hang up before a single byte of the answer
+        writer.transport.abort()
+        return False
     status = spec.get("status", 200)
     extra = spec.get("headers", {})
     if "json" in spec or "text" in spec:

@@ -31,6 +31,7 @@ class Exchange:
     session: str | None = None  # hash prefix of the client's session id, for correlation only
     query: str = ""  # the client's query string, forwarded by a pass-through
     tool_names: dict[str, str] = field(default_factory=dict)  # upstream → client tool names that differ
+    cache: str | None = None  # response cache: "hit", "shared" (another request's call) or "miss"
 
 
 class Upstream(Protocol):
