@@ -9,6 +9,7 @@ keeping samples. Each worker process has its own figures (see docs/design.md).
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import Counter
 from typing import Any
 
@@ -25,10 +26,7 @@ class Histogram:
         self.sum = 0.0
 
     def observe(self, value: float) -> None:
-        i = 0
-        while i < len(BOUNDS) and value > BOUNDS[i]:
-            i += 1
-        self.counts[i] += 1
+        self.counts[bisect_left(BOUNDS, value)] += 1  # the first bucket whose bound >= value
         self.count += 1
         self.sum += value
 
