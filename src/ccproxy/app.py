@@ -365,11 +365,15 @@ class ProxyApp:
             if route is not exchange.route:
                 self.metrics.fallbacks += route is not primary
                 exchange.route = route
-            upstream = self.adapter(route.upstream)
-            payload = call.payload(upstream)
             breaker = self.breaker(route.upstream)
             limiter = self.limiters.get(route.upstream)
-            entry = await limiter.acquire(call.estimated_tokens) if limiter is not None else None
+            try:  # nothing below has reached the upstream: it says nothing about its health
+                upstream = self.adapter(route.upstream)
+                payload = call.payload(upstream)
+                entry = await limiter.acquire(call.estimated_tokens) if limiter is not None else None
+            except BaseException:
+                breaker.release()
+                raise
             exchange.upstream_status = None
             error: ProxyError | None = None
             result: Any = None
@@ -386,8 +390,11 @@ class ProxyApp:
                 breaker.release()
                 raise
             status = exchange.upstream_status
-            # an upstream fault: it answered 5xx, or never answered (we map that to 502/504)
-            breaker.record(fault=(status or 0) >= 500 or (error is not None and error.status >= 500))
+            if status is None and error is not None and error.status < 500:
+                breaker.release()  # refused before sending (e.g. no key for the upstream)
+            else:
+                # an upstream fault: it answered 5xx, or never answered (we map that to 502/504)
+                breaker.record(fault=(status or 0) >= 500 or (error is not None and error.status >= 500))
             if limiter is not None and entry is not None:
                 limiter.adapt(throttled=status == 429)
                 call.rate_entry = (limiter, entry)
