@@ -9,8 +9,10 @@ or an Anthropic error envelope with a ``request-id`` header; nothing escapes as 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
+import hmac
 import itertools
 import logging
 import os
@@ -19,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote
 
 import msgspec
 import orjson
@@ -27,9 +30,14 @@ from . import __version__, tokens
 from .cache import ResponseCache
 from .cli import DRAIN_DIR_ENV
 from .config import Settings
+from .conversations import Conversations
+from .dashboard import MAX_PAGE, MAX_SUMMARY, Dashboard, parse_int, parse_time
 from .errors import ProxyError, Redactor, error_body, invalid_request
+from .headerrules import HeaderRules
+from .headerrules import apply as apply_header_rules
 from .logs import JsonLinesWriter, setup_logging
 from .metrics import Metrics, prometheus
+from .openapi import openapi_spec, static_file, to_yaml
 from .ratelimit import RateLimiter
 from .resilience import RETRY_STATUSES, CircuitBreaker, RetryBudget, RetryPolicy, parse_retry_after
 from .routing import DEFAULT_UPSTREAM, Route, Router, UpstreamOptions
@@ -43,6 +51,7 @@ from .serving import (
     serve_asgi,
     serve_rsgi,
 )
+from .store import RATELIMIT_HEADERS, RequestStore
 from .translate.chat_response import PING_EVENT, error_event
 from .upstream.anthropic import AnthropicUpstream
 from .upstream.base import Exchange, Upstream
@@ -55,6 +64,8 @@ log = logging.getLogger("ccproxy.app")
 Handler = Callable[[Request], Awaitable["Response | StreamResponse"]]
 TOKENS_INLINE_LIMIT = 64 * 1024  # larger count_tokens bodies are encoded off the event loop
 PASS_THROUGH_HEADERS = ("anthropic-version", "anthropic-beta", "x-api-key")
+MESSAGE_PATHS = frozenset({"/v1/messages", "/anthropic/v1/messages"})
+PROXY_PREFIXES = ("/v1/messages", "/anthropic/", "/v1/models", "/v1/chat/")
 # error types a stream records when its upstream failed mid-way (counted by the circuit breaker)
 STREAM_FAULTS = frozenset({"timeout_error", "api_error", "overloaded_error"})
 
@@ -109,6 +120,7 @@ class ProxyApp:
         self.redact = Redactor([k for k in (settings.api_key, *(u.api_key for u in settings.upstreams)) if k])
         self._adapters: dict[str, Upstream] = {DEFAULT_UPSTREAM: upstream} if upstream is not None else {}
         self.request_log: JsonLinesWriter | None = None
+        self.store: RequestStore | None = None
         self.error_log: JsonLinesWriter | None = None
         self.in_flight = 0
         self.draining = False
@@ -123,6 +135,11 @@ class ProxyApp:
             if settings.cache
             else None
         )
+        self.header_rules = HeaderRules()
+        self.dashboard = Dashboard(settings.db_path)
+        self.conversations = Conversations(settings.projects_dir)
+        self._settings_task: asyncio.Task[None] | None = None
+        self._client_keys = {hashlib.sha256(k.encode()).digest() for k in settings.client_api_keys}
         self.limiters: dict[str, RateLimiter] = {}
         if settings.rpm or settings.tpm:
             for name in self._upstream_names():
@@ -148,8 +165,79 @@ class ProxyApp:
             ("GET", "/metrics"): self.metrics_prometheus,
             ("GET", "/v1/cache/stats"): self.cache_stats,
             ("POST", "/v1/cache/clear"): self.cache_clear,
+            ("GET", "/api/requests"): self.api_requests,
+            ("DELETE", "/api/requests"): self.api_delete_requests,
+            ("GET", "/api/requests/summary"): self.api_requests_summary,
+            ("GET", "/api/requests/latest-date"): self.api_latest_date,
+            ("GET", "/api/stats"): self.api_stats,
+            ("GET", "/api/stats/dashboard"): self.api_stats_dashboard,
+            ("GET", "/api/stats/hourly"): self.api_stats_hourly,
+            ("GET", "/api/stats/models"): self.api_stats_models,
+            ("GET", "/api/stats/organizations"): self.api_organizations,
+            ("GET", "/api/conversations"): self.api_conversations,
+            ("GET", "/api/conversations/project"): self.api_conversations_project,
+            ("GET", "/api/settings"): self.api_get_settings,
+            ("PUT", "/api/settings"): self.api_put_settings,
+            ("GET", "/openapi.json"): self.openapi_json,
+            ("GET", "/openapi.yaml"): self.openapi_yaml,
+            ("GET", "/dashboard"): self.dashboard_page,
         }
+        # paths with an {id} part: (method, prefix) → handler
+        self.prefix_routes: tuple[tuple[str, str, Handler], ...] = (
+            ("GET", "/api/requests/", self.api_request),
+            ("GET", "/api/conversations/", self.api_conversation),
+            ("GET", "/dashboard/", self.dashboard_asset),
+            ("GET", "/v1/models/", self.model),
+        )
         self._paths = {path for _, path in self.routes}
+
+    # --- access control -----------------------------------------------------------------------
+
+    def _authorize(self, req: Request, path: str) -> None:
+        password = self.settings.dashboard_password
+        protected = path.startswith("/api/") or path == "/dashboard" or path.startswith("/dashboard/")
+        if password and protected and not basic_auth_ok(req.header("authorization"), password):
+            raise ProxyError(
+                401,
+                "the dashboard needs the password (HTTP Basic auth; any user name)",
+                "authentication_error",
+                [("www-authenticate", 'Basic realm="ccproxy", charset="UTF-8"')],
+            )
+        if self._client_keys and path.startswith(PROXY_PREFIXES):
+            key = req.header("x-api-key")
+            if not key:
+                auth = req.header("authorization") or ""
+                key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+            if not key or hashlib.sha256(key.encode()).digest() not in self._client_keys:
+                raise ProxyError(
+                    401, "invalid x-api-key for this proxy (CCPROXY_CLIENT_API_KEYS)", "authentication_error"
+                )
+
+    def _rewrite_response_headers(self, response: Response | StreamResponse) -> Response | StreamResponse:
+        headers = apply_header_rules(self.header_rules.response, response.headers)
+        if isinstance(response, Response):  # never mutate: a cached Response is shared
+            return Response(response.status, response.body, headers, response.content_type)
+        response.headers = headers
+        return response
+
+    async def _reload_header_rules(self) -> None:
+        assert self.store is not None
+        stored = await asyncio.to_thread(self.store.get_setting, "header_rules")
+        if stored is not None and stored[1] > self.header_rules.updated:
+            try:
+                self.header_rules.load(orjson.loads(stored[0]))
+            except (ProxyError, orjson.JSONDecodeError) as exc:
+                log.error("stored header rules are invalid, keeping the current ones: %s", exc)
+            self.header_rules.updated = stored[1]
+
+    async def _watch_settings(self) -> None:
+        """Another worker may save settings: pick them up within a couple of seconds."""
+        while True:
+            await asyncio.sleep(SETTINGS_POLL_SECONDS)
+            try:
+                await self._reload_header_rules()
+            except Exception as exc:  # the store is busy or gone: try again later
+                log.debug("settings reload failed: %s", exc)
 
     def adapter(self, name: str) -> Upstream:
         """The adapter of a named upstream, created on first use inside the serving loop."""
@@ -170,6 +258,7 @@ class ProxyApp:
                     adapter = kind(
                         client, config.base_url, config.api_key or "", config.api_key_env, self.redact, config.headers
                     )
+            adapter.header_rules = self.header_rules  # type: ignore[attr-defined]
             self._adapters[name] = adapter
         return adapter
 
@@ -199,6 +288,10 @@ class ProxyApp:
             self.request_log = JsonLinesWriter(s.log_file, s.log_file_max_bytes)
         if s.error_log_file is not None:
             self.error_log = JsonLinesWriter(s.error_log_file, s.log_file_max_bytes)
+        if s.db_path is not None:
+            self.store = await asyncio.to_thread(RequestStore, s.db_path, s.log_retention_days, s.log_max_db_bytes)
+            await self._reload_header_rules()
+            self._settings_task = asyncio.get_running_loop().create_task(self._watch_settings())
         if s.api_key is not None:  # create the pools inside the serving loop
             self.adapter(DEFAULT_UPSTREAM)
         for config in s.upstreams:
@@ -211,9 +304,11 @@ class ProxyApp:
         await asyncio.to_thread(tokens.verify_encoding_file)
 
     async def shutdown(self) -> None:
+        if self._settings_task is not None:
+            self._settings_task.cancel()
         for adapter in self._adapters.values():
             await adapter.close()
-        for writer in (self.request_log, self.error_log):
+        for writer in (self.request_log, self.error_log, self.store):
             if writer is not None:
                 await asyncio.to_thread(writer.close)
 
@@ -226,13 +321,21 @@ class ProxyApp:
         handler = self.routes.get((req.method, path))
         try:
             if handler is None:
-                if path.startswith("/v1/models/") and req.method == "GET":
-                    handler = self.model
-                elif path in self._paths:
-                    raise ProxyError(405, f"method {req.method} is not allowed for {path}")
+                for method, prefix, candidate in self.prefix_routes:
+                    if path.startswith(prefix) and len(path) > len(prefix):
+                        if req.method != method:
+                            raise ProxyError(405, f"method {req.method} is not allowed for {path}")
+                        handler = candidate
+                        break
                 else:
+                    if path in self._paths:
+                        raise ProxyError(405, f"method {req.method} is not allowed for {path}")
                     raise ProxyError(404, f"not found: {req.method} {path}", "not_found_error")
-            return await handler(req)
+            self._authorize(req, path)
+            response = await handler(req)
+            if self.header_rules.response and path in MESSAGE_PATHS:
+                response = self._rewrite_response_headers(response)
+            return response
         except ProxyError as exc:
             return error_response(exc, req.request_id)
         except ClientDisconnected:
@@ -259,6 +362,8 @@ class ProxyApp:
         session = req.header("x-claude-code-session-id")
         if session:  # logs correlate a session by a hash prefix, never by the id itself
             exchange.session = hashlib.sha256(session.encode()).hexdigest()[:16]
+        if self.store is not None:
+            self._describe_for_store(req, parsed, body, exchange)
         if exchange.route.upstream != DEFAULT_UPSTREAM or exchange.route.fallbacks:
             exchange.query = req.query
             exchange.client_headers = {
@@ -543,12 +648,15 @@ class ProxyApp:
         return Response(200, orjson.dumps({"status": "ok", "service": "ccproxy", "version": __version__}))
 
     async def health(self, req: Request) -> Response:
+        """The seed's load-balancer signal: 200 healthy, or 503 draining after SIGTERM."""
         if self.draining:
-            return Response(503, orjson.dumps({"status": "draining", "in_flight": self.in_flight}))
-        return Response(200, b'{"status":"ok"}')
+            body = {"status": "draining", "timestamp": _now_iso(), "in_flight": self.in_flight}
+            return Response(503, orjson.dumps(body))
+        return Response(200, orjson.dumps({"status": "healthy", "timestamp": _now_iso()}))
 
     async def livez(self, req: Request) -> Response:
-        return Response(200, orjson.dumps({"status": "ok", "in_flight": self.in_flight, "draining": self.draining}))
+        body = {"status": "ok", "timestamp": _now_iso(), "in_flight": self.in_flight, "draining": self.draining}
+        return Response(200, orjson.dumps(body))
 
     async def metrics_json(self, req: Request) -> Response:
         from . import _native
@@ -600,6 +708,112 @@ class ProxyApp:
         cleared = self.cache.clear() if self.cache is not None else 0
         return Response(200, orjson.dumps({"cleared": cleared, "enabled": self.cache is not None}))
 
+    # --- dashboard APIs (dashboard.py, conversations.py; shapes of seed 001) ----------------------
+
+    async def api_requests(self, req: Request) -> Response:
+        q = query_params(req)
+        page = parse_int(q.get("page"), "page", 1, 1, 10**9)
+        limit = parse_int(q.get("limit"), "limit", 10, 1, MAX_PAGE)
+        return json_response(await asyncio.to_thread(self.dashboard.requests, page, limit, q.get("model", "all")))
+
+    async def api_delete_requests(self, req: Request) -> Response:
+        return json_response(await asyncio.to_thread(self.dashboard.delete_requests))
+
+    async def api_requests_summary(self, req: Request) -> Response:
+        q = query_params(req)
+        start = parse_time(q.get("start"), "start")
+        end = parse_time(q.get("end"), "end")
+        offset = parse_int(q.get("offset"), "offset", 0, 0, 10**9)
+        limit = parse_int(q.get("limit"), "limit", 0, 0, MAX_SUMMARY)
+        result = await asyncio.to_thread(self.dashboard.summary, q.get("model", "all"), start, end, offset, limit)
+        return json_response(result)
+
+    async def api_latest_date(self, req: Request) -> Response:
+        return json_response(await asyncio.to_thread(self.dashboard.latest_date))
+
+    async def api_request(self, req: Request) -> Response:
+        request_id = unquote(req.path.rstrip("/").rsplit("/", 1)[-1])
+        return json_response(await asyncio.to_thread(self.dashboard.request, request_id))
+
+    async def api_stats(self, req: Request) -> Response:
+        q = query_params(req)
+        start = parse_time(q.get("start_date") or q.get("start"), "start_date")
+        end = parse_time(q.get("end_date") or q.get("end"), "end_date", end_of_day=True)
+        result = await asyncio.to_thread(self.dashboard.stats, start, end, q.get("model"), q.get("org"))
+        return json_response(result)
+
+    async def api_stats_dashboard(self, req: Request) -> Response:
+        q = query_params(req)
+        start = parse_time(q.get("start"), "start")
+        end = parse_time(q.get("end"), "end", end_of_day=True)
+        return json_response(await asyncio.to_thread(self.dashboard.daily, start, end, q.get("org")))
+
+    async def api_stats_hourly(self, req: Request) -> Response:
+        q = query_params(req)
+        start, end = required_range(q)
+        bucket = parse_int(q.get("bucket"), "bucket", 60, 1, 1440)
+        return json_response(await asyncio.to_thread(self.dashboard.hourly, start, end, bucket, q.get("org")))
+
+    async def api_stats_models(self, req: Request) -> Response:
+        q = query_params(req)
+        start, end = required_range(q)
+        return json_response(await asyncio.to_thread(self.dashboard.models, start, end, q.get("org")))
+
+    async def api_organizations(self, req: Request) -> Response:
+        return json_response(await asyncio.to_thread(self.dashboard.organizations))
+
+    async def api_conversations(self, req: Request) -> Response:
+        q = query_params(req)
+        page = parse_int(q.get("page"), "page", 1, 1, 10**9)
+        limit = parse_int(q.get("limit"), "limit", 10, 1, MAX_PAGE)
+        return json_response(await asyncio.to_thread(self.conversations.list, q.get("model", "all"), page, limit))
+
+    async def api_conversations_project(self, req: Request) -> Response:
+        project = query_params(req).get("project")
+        return json_response(await asyncio.to_thread(self.conversations.by_project, project))
+
+    async def api_conversation(self, req: Request) -> Response:
+        session_id = unquote(req.path.rstrip("/").rsplit("/", 1)[-1])
+        project = query_params(req).get("project")
+        return json_response(await asyncio.to_thread(self.conversations.get, session_id, project))
+
+    async def api_get_settings(self, req: Request) -> Response:
+        if self.store is not None:
+            await self._reload_header_rules()
+        return json_response(self.header_rules.to_json())
+
+    async def api_put_settings(self, req: Request) -> Response:
+        body = await req.body(1 << 20)
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise invalid_request(f"settings: not valid JSON: {exc}") from None
+        candidate = HeaderRules()
+        candidate.load(data)  # validates; 400 naming the field
+        if self.store is not None:
+            updated = await asyncio.to_thread(
+                self.store.put_setting, "header_rules", orjson.dumps(candidate.to_json()).decode()
+            )
+        else:
+            updated = time.time()
+        self.header_rules.request, self.header_rules.response = candidate.request, candidate.response
+        self.header_rules.updated = updated
+        return json_response(self.header_rules.to_json())
+
+    async def openapi_json(self, req: Request) -> Response:
+        return Response(200, orjson.dumps(openapi_spec()), [("access-control-allow-origin", "*")])
+
+    async def openapi_yaml(self, req: Request) -> Response:
+        return Response(
+            200, to_yaml(openapi_spec()).encode(), [("access-control-allow-origin", "*")], "application/x-yaml"
+        )
+
+    async def dashboard_page(self, req: Request) -> Response:
+        return static_file("dashboard.html")
+
+    async def dashboard_asset(self, req: Request) -> Response:
+        return static_file(req.path.rsplit("/", 1)[-1])
+
     def _upstream_names(self) -> list[str]:
         names = [DEFAULT_UPSTREAM] if self.settings.api_key is not None else []
         return names + [u.name for u in self.settings.upstreams]
@@ -612,7 +826,66 @@ class ProxyApp:
 
     # --- logs -------------------------------------------------------------------------------
 
+    def _describe_for_store(self, req: Request, parsed: Any, body: bytes, exchange: Exchange) -> None:
+        exchange.endpoint = req.path
+        exchange.user_agent = req.header("user-agent")
+        exchange.message_count = len(parsed.messages)
+        if exchange.session is not None:
+            exchange.conversation = exchange.session
+        else:  # no session id: the first message identifies a conversation across its turns
+            first = parsed.messages[0].content
+            text = first.encode() if isinstance(first, str) else msgspec.json.encode(first)
+            exchange.conversation = hashlib.sha256(text).hexdigest()[:16]
+        if self.settings.log_bodies:
+            exchange.request_body = self._loggable(body)
+
+    def _loggable(self, body: bytes) -> str:
+        cap = self.settings.log_body_max_bytes
+        text = body[:cap].decode("utf-8", "replace")
+        if len(body) > cap:
+            text += f"… [{len(body) - cap} more bytes not stored]"
+        return self.redact(text)
+
+    def _store_record(self, exchange: Exchange, latency_ms: float) -> dict[str, Any]:
+        usage = exchange.usage
+        record: dict[str, Any] = {
+            "id": exchange.request_id,
+            "ts": time.time(),
+            "method": "POST",
+            "endpoint": exchange.endpoint,
+            "model": exchange.route.requested_model,
+            "routed_model": exchange.route.upstream_model,
+            "upstream": exchange.route.upstream,
+            "status": exchange.status,
+            "latency_ms": int(latency_ms),
+            "streaming": 1 if exchange.stream else 0,
+            "stream_error": (exchange.error_message or exchange.error_type)
+            if exchange.stream and exchange.status == 200 and exchange.error_type
+            else None,
+            "error_type": exchange.error_type,
+            "stop_reason": exchange.stop_reason,
+            "input_tokens": usage.get("input_tokens", 0),
+            "output_tokens": usage.get("output_tokens", 0),
+            "cache_read_tokens": usage.get("cache_read_input_tokens", 0),
+            "cache_creation_tokens": usage.get("cache_creation_input_tokens", 0),
+            "message_count": exchange.message_count,
+            "user_agent": exchange.user_agent,
+            "content_type": "text/event-stream" if exchange.stream else "application/json",
+            "session": exchange.session,
+            "conversation_hash": exchange.conversation,
+            "request_body": exchange.request_body,
+            "response_body": exchange.response_body,
+        }
+        for name, value in exchange.ratelimit.items():
+            column = RATELIMIT_HEADERS.get(name)
+            if column is not None:
+                with contextlib.suppress(ValueError):
+                    record[column[0]] = column[1](value)
+        return record
+
     def log_request(self, exchange: Exchange, started: float) -> None:
+        if self.store is not None:
+            self.store.add(self._store_record(exchange, (time.perf_counter() - started) * 1000))
         if self.request_log is not None:
             self.request_log.write(
                 {
@@ -648,6 +921,42 @@ class ProxyApp:
                     "message": self.redact(message),
                 }
             )
+
+
+SETTINGS_POLL_SECONDS = 2.0
+
+
+def query_params(req: Request) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(req.query, keep_blank_values=True).items()}
+
+
+def required_range(q: dict[str, str]) -> tuple[float, float]:
+    start = parse_time(q.get("start"), "start")
+    end = parse_time(q.get("end"), "end", end_of_day=True)
+    if start is None or end is None:
+        raise invalid_request("start and end: both required (ISO 8601 date-times)")
+    if end <= start:
+        raise invalid_request("end: must be after start")
+    return start, end
+
+
+def json_response(data: Any) -> Response:
+    return Response(200, orjson.dumps(data))
+
+
+def basic_auth_ok(header: str | None, password: str) -> bool:
+    if not header or header[:6].lower() != "basic ":
+        return False
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    _, _, given = decoded.partition(":")
+    return hmac.compare_digest(given.encode(), password.encode())
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def error_response(exc: ProxyError, request_id: str) -> Response:

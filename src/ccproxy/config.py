@@ -53,6 +53,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ERROR_LOG_FILE_PATH", "<CCPROXY_DATA_DIR>/error.jsonl", "error log, JSON lines"),
     Setting("LOG_FILE_MAX_BYTES", "52428800", "size at which a log file is rotated (keeps 3 old files)"),
     Setting(
+        "CCPROXY_DB_PATH",
+        "<CCPROXY_DATA_DIR>/ccproxy.db",
+        "SQLite request log and dashboard settings ('off': no request store, no dashboard data)",
+    ),
+    Setting("CCPROXY_LOG_BODIES", "off", "store request and response bodies in the request log (secrets redacted)"),
+    Setting("CCPROXY_LOG_BODY_MAX_BYTES", "65536", "longest body stored per request and direction (cut beyond)"),
+    Setting("CCPROXY_LOG_RETENTION_DAYS", "30", "logged requests older than this are deleted (0: keep)"),
+    Setting("CCPROXY_LOG_MAX_DB_BYTES", "1073741824", "the oldest logged requests are deleted beyond this size"),
+    Setting("DASHBOARD_PASSWORD", None, "HTTP Basic password for /dashboard and /api/* (username ignored)"),
+    Setting(
+        "CCPROXY_CLIENT_API_KEYS",
+        None,
+        "comma list of keys clients must send (x-api-key or Bearer) to use the proxy; unset: any",
+    ),
+    Setting("CLAUDE_PROJECTS_DIR", "~/.claude/projects", "Claude Code's project logs, read by /api/conversations"),
+    Setting(
         "MAX_TOKENS_LIMIT",
         None,
         "clamp max_tokens sent upstream to this (default: known model limits)",
@@ -156,6 +172,14 @@ class Settings:
     cache_max_entries: int = 1000
     cache_max_bytes: int = 64 * 1024 * 1024
     drain_timeout: float = 30.0
+    db_path: Path | None = None  # None: no request store
+    log_bodies: bool = False
+    log_body_max_bytes: int = 65536
+    log_retention_days: float = 30.0
+    log_max_db_bytes: int = 1 << 30
+    dashboard_password: str | None = None
+    client_api_keys: tuple[str, ...] = ()
+    projects_dir: Path = Path("~/.claude/projects")
     max_request_bytes: int = 32 * 1024 * 1024
     http_client: str = DEFAULT_CLIENT
     interface: str = "asgi"
@@ -266,6 +290,16 @@ class Settings:
             cache_max_entries=_number(get, "CCPROXY_CACHE_MAX_ENTRIES", "1000", int, 1),
             cache_max_bytes=_number(get, "CCPROXY_CACHE_MAX_BYTES", "67108864", int, 1024),
             drain_timeout=_number(get, "CCPROXY_DRAIN_TIMEOUT", "30", float, 0),
+            db_path=None
+            if (get("CCPROXY_DB_PATH") or "").lower() == "off"
+            else _path(get("CCPROXY_DB_PATH"), data_dir / "ccproxy.db"),
+            log_bodies=_switch(get, "CCPROXY_LOG_BODIES", "off"),
+            log_body_max_bytes=_number(get, "CCPROXY_LOG_BODY_MAX_BYTES", "65536", int, 0),
+            log_retention_days=_number(get, "CCPROXY_LOG_RETENTION_DAYS", "30", float, 0),
+            log_max_db_bytes=_number(get, "CCPROXY_LOG_MAX_DB_BYTES", "1073741824", int, 1 << 20),
+            dashboard_password=get("DASHBOARD_PASSWORD"),
+            client_api_keys=tuple(k.strip() for k in (get("CCPROXY_CLIENT_API_KEYS") or "").split(",") if k.strip()),
+            projects_dir=Path(get("CLAUDE_PROJECTS_DIR") or "~/.claude/projects").expanduser(),
             max_request_bytes=_number(get, "CCPROXY_MAX_REQUEST_BYTES", "33554432", int, 1024),
             http_client=http_client,
             interface=interface,

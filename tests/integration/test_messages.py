@@ -367,7 +367,8 @@ def test_bad_requests_are_anthropic_400s(proxy, body, fragment):
 def test_other_endpoints(proxy):
     assert httpx.head(f"{proxy.base}/").status_code == 200
     assert httpx.get(f"{proxy.base}/").status_code == 200
-    assert httpx.get(f"{proxy.base}/health").json()["status"] == "ok"
+    health = httpx.get(f"{proxy.base}/health").json()
+    assert health["status"] == "healthy" and health["timestamp"].endswith("Z")
     resp = httpx.post(f"{proxy.base}/v1/chat/completions", json={"model": "x", "messages": []})
     assert resp.status_code == 400 and "/v1/messages" in resp.json()["error"]["message"]
     resp = httpx.get(f"{proxy.base}/v2/nothing")

@@ -15,6 +15,7 @@ import orjson
 
 from .._native import SSEDecoder
 from ..errors import ProxyError, Redactor
+from ..headerrules import HeaderRules
 from ..routing import UpstreamConfig
 from ..schemas.anthropic import MessagesRequest
 from ..serving import Response
@@ -30,6 +31,7 @@ RECORDED_PREFIXES = ("anthropic-ratelimit-", "anthropic-organization-id", "retry
 
 class AnthropicUpstream:
     kind = "anthropic"
+    header_rules: HeaderRules | None = None  # the dashboard's live rules, set by the app
 
     def __init__(self, client: HttpClient, config: UpstreamConfig, redactor: Redactor) -> None:
         self.client = client
@@ -57,6 +59,8 @@ class AnthropicUpstream:
         if not key:
             raise ProxyError(401, "no API key for the Anthropic upstream (send x-api-key)", "authentication_error")
         headers["x-api-key"] = key
+        if self.header_rules is not None and self.header_rules.request:
+            headers = self.header_rules.upstream_headers(headers)
         return headers
 
     def _url(self, exchange: Exchange, url: str | None = None) -> str:

@@ -32,6 +32,13 @@ class Exchange:
     query: str = ""  # the client's query string, forwarded by a pass-through
     tool_names: dict[str, str] = field(default_factory=dict)  # upstream → client tool names that differ
     cache: str | None = None  # response cache: "hit", "shared" (another request's call) or "miss"
+    # for the request store (store.py)
+    endpoint: str = "/v1/messages"
+    user_agent: str | None = None
+    message_count: int = 0
+    conversation: str | None = None  # hash prefix: the session id's, else the first message's
+    request_body: str | None = None  # only with CCPROXY_LOG_BODIES, capped and redacted
+    response_body: str | None = None
 
 
 class Upstream(Protocol):

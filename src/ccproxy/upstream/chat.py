@@ -10,6 +10,7 @@ import orjson
 
 from .._native import SSEDecoder
 from ..errors import ProxyError, Redactor, from_upstream, invalid_request
+from ..headerrules import HeaderRules
 from ..schemas.anthropic import MessagesRequest
 from ..schemas.openai_chat import decode_completion
 from ..serving import Response
@@ -31,6 +32,7 @@ class ChatUpstream:
 
     kind = "chat"
     endpoint = "/chat/completions"
+    header_rules: HeaderRules | None = None  # the dashboard's live rules, set by the app
 
     def __init__(
         self,
@@ -155,7 +157,10 @@ class ChatUpstream:
             await resp.close()
 
     async def _send(self, payload: bytes, exchange: Exchange) -> UpstreamResponse:
-        resp = await self.client.send(self.url, self.headers, payload)
+        headers = self.headers
+        if self.header_rules is not None and self.header_rules.request:
+            headers = self.header_rules.upstream_headers(headers)
+        resp = await self.client.send(self.url, headers, payload)
         exchange.upstream_status = resp.status
         return resp
 

@@ -1,0 +1,349 @@
+"""The dashboard's JSON APIs (shapes of seed 001), read from the request store.
+
+Every query here is synchronous and runs in a worker thread (``asyncio.to_thread``) on one
+read connection per thread. Lists page through the ``requests`` table by its ``ts`` index;
+statistics read the per-minute roll-ups (``usage_minutes``), so they cost the same at 1 000 or
+1 000 000 logged requests. Bad parameters raise a 400 ``invalid_request_error`` naming them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import ProxyError, invalid_request
+from .store import connect
+
+MAX_PAGE = 1000  # largest page of /api/requests
+MAX_SUMMARY = 100_000  # "limit=0 (unlimited)" of /api/requests/summary is capped here
+
+_SUMMARY_COLUMNS = (
+    "id, ts, method, endpoint, model, routed_model, status, latency_ms, input_tokens, output_tokens,"
+    " cache_read_tokens, cache_creation_tokens, conversation_hash, message_count, stop_reason, upstream,"
+    " streaming, error_type"
+)
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str | None, name: str, default: float | None = None, end_of_day: bool = False) -> float | None:
+    """ISO 8601 (with Z or an offset; naive means UTC) or YYYY-MM-DD → epoch seconds."""
+    if value is None or value == "":
+        return default
+    text = value.strip().replace(" ", "+") if "T" in value else value.strip()
+    try:
+        if len(text) == 10:
+            day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+            return day.timestamp() + (86400 if end_of_day else 0)
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid_request(f"{name}: not an ISO 8601 date-time or YYYY-MM-DD date: {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def parse_int(value: str | None, name: str, default: int, low: int, high: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise invalid_request(f"{name}: must be an integer, got {value!r}") from None
+    if not low <= number <= high:
+        raise invalid_request(f"{name}: must be between {low} and {high}, got {number}")
+    return number
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _like(text: str) -> str:
+    return "%" + _escape(text) + "%"
+
+
+class Dashboard:
+    def __init__(self, db_path: Path | None) -> None:
+        self.db_path = db_path
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        if self.db_path is None:
+            raise ProxyError(503, "the request log is off (CCPROXY_DB_PATH=off)", "api_error")
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.db_path)
+            conn.row_factory = sqlite3.Row
+        return conn
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def requests(self, page: int, limit: int, model: str) -> dict[str, Any]:
+        where, args = self._model_filter(model)
+        conn = self._conn()
+        total = conn.execute(f"SELECT count(*) FROM requests {where}", args).fetchone()[0]
+        rows = conn.execute(
+            f"SELECT * FROM requests {where} ORDER BY ts DESC LIMIT ? OFFSET ?", (*args, limit, (page - 1) * limit)
+        ).fetchall()
+        return {"requests": [request_log(r, full=False) for r in rows], "total": total, "page": page, "limit": limit}
+
+    def delete_requests(self) -> dict[str, Any]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        deleted = conn.execute("DELETE FROM requests").rowcount
+        conn.execute("DELETE FROM usage_minutes")
+        conn.execute("COMMIT")
+        return {"message": f"deleted {deleted} logged requests", "deleted": deleted}
+
+    def summary(self, model: str, start: float | None, end: float | None, offset: int, limit: int) -> dict[str, Any]:
+        where, args = self._model_filter(model)
+        clauses = [where[len("WHERE ") :]] if where else []
+        if start is not None:
+            clauses.append("ts >= ?")
+            args.append(start)
+        if end is not None:
+            clauses.append("ts < ?")
+            args.append(end)
+        sql_where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        conn = self._conn()
+        total = conn.execute(f"SELECT count(*) FROM requests {sql_where}", args).fetchone()[0]
+        rows = conn.execute(
+            f"SELECT {_SUMMARY_COLUMNS} FROM requests {sql_where} ORDER BY ts DESC LIMIT ? OFFSET ?",
+            (*args, limit or MAX_SUMMARY, offset),
+        ).fetchall()
+        return {"requests": [request_summary(r) for r in rows], "total": total, "offset": offset, "limit": limit}
+
+    def latest_date(self) -> dict[str, Any]:
+        row = self._conn().execute("SELECT max(ts) FROM requests").fetchone()
+        return {"latestDate": iso(row[0])}
+
+    def request(self, request_id: str) -> dict[str, Any]:
+        conn = self._conn()
+        row = conn.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
+        if row is None and len(request_id) >= 4:
+            # a short id: a unique prefix (index range) or the last characters shown in lists
+            rows = conn.execute(
+                "SELECT * FROM requests WHERE id >= ? AND id < ? LIMIT 2", (request_id, request_id + "\uffff")
+            ).fetchall()
+            if not rows:
+                rows = conn.execute(
+                    "SELECT * FROM requests WHERE id LIKE ? ESCAPE '\\' LIMIT 2", ("%" + _escape(request_id),)
+                ).fetchall()
+            if len(rows) > 1:
+                raise invalid_request(f"id: {request_id!r} matches several requests; give more of it")
+            row = rows[0] if rows else None
+        if row is None:
+            raise ProxyError(404, f"request {request_id!r} not found", "not_found_error")
+        return {"request": request_log(row, full=True), "fullId": row["id"]}
+
+    def _model_filter(self, model: str) -> tuple[str, list[Any]]:
+        if not model or model == "all":
+            return "", []
+        pattern = _like(model)
+        return "WHERE (model LIKE ? ESCAPE '\\' OR routed_model LIKE ? ESCAPE '\\')", [pattern, pattern]
+
+    # --- statistics (from the per-minute roll-ups) -------------------------------------------------
+
+    def _usage_where(
+        self, start: float | None, end: float | None, model: str | None, org: str | None
+    ) -> tuple[str, list[Any]]:
+        clauses, args = [], []
+        if start is not None:
+            clauses.append("minute >= ?")
+            args.append(int(start // 60))
+        if end is not None:
+            clauses.append("minute < ?")
+            args.append(int(-(-end // 60)))
+        if model and model != "all":
+            clauses.append("model LIKE ? ESCAPE '\\'")
+            args.append(_like(model))
+        if org:
+            clauses.append("org = ?")
+            args.append(org)
+        return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+    def stats(self, start: float | None, end: float | None, model: str | None, org: str | None) -> dict[str, Any]:
+        where, args = self._usage_where(start, end, model, org)
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT model, sum(requests), sum(input_tokens), sum(output_tokens),"
+                f" sum(cache_read_tokens + cache_creation_tokens) FROM usage_minutes {where} GROUP BY model",
+                args,
+            )
+            .fetchall()
+        )
+        by_model = {
+            r[0]: {"request_count": r[1], "input_tokens": r[2], "output_tokens": r[3], "cache_tokens": r[4]}
+            for r in rows
+        }
+        return {
+            "total_requests": sum(m["request_count"] for m in by_model.values()),
+            "total_input_tokens": sum(m["input_tokens"] for m in by_model.values()),
+            "total_output_tokens": sum(m["output_tokens"] for m in by_model.values()),
+            "total_cache_tokens": sum(m["cache_tokens"] for m in by_model.values()),
+            "requests_by_model": by_model,
+            "start_date": iso(start),
+            "end_date": iso(end),
+        }
+
+    def daily(self, start: float | None, end: float | None, org: str | None) -> dict[str, Any]:
+        where, args = self._usage_where(start, end, None, org)
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT date(minute * 60, 'unixepoch') AS day, sum(input_tokens + output_tokens), sum(requests)"
+                f" FROM usage_minutes {where} GROUP BY day ORDER BY day",
+                args,
+            )
+            .fetchall()
+        )
+        return {"dailyStats": [{"date": r[0], "tokens": r[1], "requests": r[2]} for r in rows]}
+
+    def hourly(self, start: float, end: float, bucket: int, org: str | None) -> dict[str, Any]:
+        where, args = self._usage_where(start, end, None, org)
+        step = bucket * 60
+        base = int(start // 60) * 60
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT (minute * 60 - ?) / ? AS slot, sum(input_tokens + output_tokens), sum(requests),"
+                f" sum(latency_ms_sum) FROM usage_minutes {where} GROUP BY slot ORDER BY slot",
+                (base, step, *args),
+            )
+            .fetchall()
+        )
+        found = {r[0]: r for r in rows}
+        slots = min(int((end - base) // step) + (1 if (end - base) % step else 0), 10_000)
+        out = []
+        for slot in range(slots):
+            at = base + slot * step
+            row = found.get(slot)
+            out.append(
+                {
+                    "hour": time.gmtime(at).tm_hour if bucket >= 60 else slot,
+                    "label": time.strftime("%H:%M", time.gmtime(at)),
+                    "start": iso(at),
+                    "tokens": row[1] if row else 0,
+                    "requests": row[2] if row else 0,
+                }
+            )
+        tokens = sum(r[1] for r in rows)
+        requests = sum(r[2] for r in rows)
+        latency = sum(r[3] for r in rows)
+        return {
+            "hourlyStats": out,
+            "todayTokens": tokens,
+            "todayRequests": requests,
+            "avgResponseTime": int(latency / requests) if requests else 0,
+        }
+
+    def models(self, start: float, end: float, org: str | None) -> dict[str, Any]:
+        where, args = self._usage_where(start, end, None, org)
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT model, sum(input_tokens + output_tokens) AS tokens, sum(requests) FROM usage_minutes {where}"
+                " GROUP BY model ORDER BY tokens DESC, model",
+                args,
+            )
+            .fetchall()
+        )
+        return {"modelStats": [{"model": r[0], "tokens": r[1], "requests": r[2]} for r in rows]}
+
+    def organizations(self) -> dict[str, Any]:
+        rows = self._conn().execute("SELECT DISTINCT org FROM usage_minutes WHERE org != '' ORDER BY org").fetchall()
+        return {"organizations": [r[0] for r in rows]}
+
+
+def _ratelimit(row: sqlite3.Row) -> dict[str, Any] | None:
+    fields = {
+        "organizationId": row["organization_id"],
+        "requestsLimit": row["rl_requests_limit"],
+        "requestsRemaining": row["rl_requests_remaining"],
+        "requestsReset": row["rl_requests_reset"],
+        "tokensLimit": row["rl_tokens_limit"],
+        "tokensRemaining": row["rl_tokens_remaining"],
+        "tokensReset": row["rl_tokens_reset"],
+        "unifiedStatus": row["rl_unified_status"],
+        "unifiedUtilization5h": row["rl_unified_5h_utilization"],
+        "unifiedReset5h": row["rl_unified_5h_reset"],
+        "unifiedUtilization7d": row["rl_unified_7d_utilization"],
+        "unifiedReset7d": row["rl_unified_7d_reset"],
+    }
+    return fields if any(v is not None for v in fields.values()) else None
+
+
+def _usage(row: sqlite3.Row) -> dict[str, int]:
+    return {
+        "input_tokens": row["input_tokens"],
+        "output_tokens": row["output_tokens"],
+        "cache_creation_input_tokens": row["cache_creation_tokens"],
+        "cache_read_input_tokens": row["cache_read_tokens"],
+    }
+
+
+def request_log(row: sqlite3.Row, full: bool) -> dict[str, Any]:
+    completed = row["ts"]
+    started = completed - (row["latency_ms"] or 0) / 1000
+    out: dict[str, Any] = {
+        "requestId": row["id"],
+        "timestamp": iso(started),
+        "method": row["method"],
+        "endpoint": row["endpoint"],
+        "model": row["model"],
+        "originalModel": row["model"],
+        "routedModel": row["routed_model"],
+        "upstream": row["upstream"],
+        "userAgent": row["user_agent"],
+        "contentType": row["content_type"],
+        "conversationHash": row["conversation_hash"],
+        "sessionHash": row["session"],
+        "messageCount": row["message_count"],
+        "organizationId": row["organization_id"],
+        "usage": _usage(row),
+        "stopReason": row["stop_reason"],
+        "errorType": row["error_type"],
+        "response": {
+            "statusCode": row["status"],
+            "responseTime": row["latency_ms"],
+            "isStreaming": bool(row["streaming"]),
+            "completedAt": iso(completed),
+            "streamError": row["stream_error"],
+            "rateLimit": _ratelimit(row),
+        },
+    }
+    if full:
+        out["body"] = row["request_body"]
+        out["response"]["body"] = row["response_body"]
+    return out
+
+
+def request_summary(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "requestId": row["id"],
+        "timestamp": iso(row["ts"] - (row["latency_ms"] or 0) / 1000),
+        "method": row["method"],
+        "endpoint": row["endpoint"],
+        "model": row["model"],
+        "originalModel": row["model"],
+        "routedModel": row["routed_model"],
+        "upstream": row["upstream"],
+        "statusCode": row["status"],
+        "responseTime": row["latency_ms"],
+        "isStreaming": bool(row["streaming"]),
+        "errorType": row["error_type"],
+        "usage": _usage(row),
+        "conversationHash": row["conversation_hash"],
+        "messageCount": row["message_count"],
+        "stopReason": row["stop_reason"],
+    }
