@@ -402,6 +402,8 @@ class ProxyApp:
             outcome = reply
         if isinstance(outcome, Response):
             exchange.status = outcome.status
+            if self.store is not None and self.settings.log_bodies:
+                exchange.response_body = self._loggable(outcome.body)
             self._finish(exchange, started, call)
             return outcome
 
@@ -416,6 +418,8 @@ class ProxyApp:
             self._finish(exchange, started, call)
 
         events = outcome if not self.settings.total_timeout else self._deadline_stream(outcome, exchange, started)
+        if self.store is not None and self.settings.log_bodies:
+            events = self._captured(events, exchange)
         return StreamResponse(
             events,
             on_close,
@@ -454,6 +458,21 @@ class ProxyApp:
             )
             yield error_event("timeout_error", exchange.error_message)
         finally:
+            closer = getattr(events, "aclose", None)
+            if closer is not None:
+                await closer()
+
+    async def _captured(self, events: AsyncIterator[bytes], exchange: Exchange) -> AsyncIterator[bytes]:
+        """The stream as sent, kept (up to the body cap) for the request log."""
+        kept = bytearray()
+        cap = self.settings.log_body_max_bytes
+        try:
+            async for chunk in events:
+                if len(kept) <= cap:
+                    kept += chunk
+                yield chunk
+        finally:
+            exchange.response_body = self._loggable(bytes(kept))
             closer = getattr(events, "aclose", None)
             if closer is not None:
                 await closer()
