@@ -129,7 +129,7 @@ function barChart(target, items, label) {
     rect.setAttribute("class", "bar");
     rect.setAttribute("x", pad + i * bw + 1);
     rect.setAttribute("y", h - pad - bh);
-    rect.setAttribute("width", Math.max(1, bw - 2));
+    rect.setAttribute("width", Math.max(1, Math.min(bw - 2, 56)));
     rect.setAttribute("height", bh);
     const title = document.createElementNS(ns, "title");
     title.textContent = `${item.label}: ${fmt(item.value)} ${label}`;
@@ -156,7 +156,13 @@ async function loadUsage() {
   const iso = (d) => d.toISOString();
   const daysAgo = (n) => new Date(now.getTime() - n * 86400000);
   const daily = await api(`/api/stats/dashboard?${new URLSearchParams({ start: iso(daysAgo(14)), end: iso(now) })}`);
-  barChart("chart-daily", daily.dailyStats.map((d) => ({ label: d.date.slice(5), value: d.tokens })), "tokens");
+  const byDay = Object.fromEntries(daily.dailyStats.map((d) => [d.date, d.tokens]));
+  const days = [];
+  for (let n = 13; n >= 0; n -= 1) {
+    const day = daysAgo(n).toISOString().slice(0, 10);
+    days.push({ label: day.slice(5), value: byDay[day] || 0 });
+  }
+  barChart("chart-daily", days, "tokens");
   const hourly = await api(`/api/stats/hourly?${new URLSearchParams({ start: iso(daysAgo(1)), end: iso(now), bucket: 60 })}`);
   barChart("chart-hourly", hourly.hourlyStats.map((d) => ({ label: d.label, value: d.tokens })), "tokens");
   const models = await api(`/api/stats/models?${new URLSearchParams({ start: iso(daysAgo(7)), end: iso(now) })}`);
