@@ -179,9 +179,15 @@ def start_proxy(mock: Service, client: str | None = None, extra_env: dict | None
         **({"CCPROXY_HTTP_CLIENT": client} if client else {}),
         **(extra_env or {}),
     }
-    return start(
+    service = start(
         f"proxy-{client or 'default'}", [sys.executable, "-m", "ccproxy"], port, PROXY_CORE, env, path="/v1/messages"
     )
+    # The request log's writer is a process of its own (src/ccproxy/store.py): on a real host the
+    # OS runs it beside the worker, so it goes to the load core here, not onto the worker's.
+    for pid in Path(f"/proc/{service.proc.pid}/task/{service.proc.pid}/children").read_text().split():
+        if b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.sched_setaffinity(int(pid), {int(LOAD_CORE)})
+    return service
 
 
 # --- load generation ---------------------------------------------------------------------------
@@ -446,32 +452,34 @@ def client_run(args: argparse.Namespace) -> dict:
     return report
 
 
-def native_run(args: argparse.Namespace) -> dict:
-    """End-to-end throughput with CCPROXY_ENABLE_CYTHON true vs false, same run."""
+def ab_run(args: argparse.Namespace, variants: dict[str, dict[str, str]]) -> dict:
+    """End-to-end throughput of two proxy configurations (first vs second), same run."""
     b = bodies()
     mock = start_mock(args.chunks)
-    proxies = {
-        "cython": start_proxy(mock, args.client, {"CCPROXY_ENABLE_CYTHON": "true"}),
-        "python": start_proxy(mock, args.client, {"CCPROXY_ENABLE_CYTHON": "false"}),
-    }
-    report: dict = {"config": {"reps": args.reps}, "native": {}}
+    proxies = {name: start_proxy(mock, args.client, env) for name, env in variants.items()}
+    first, second = variants
+    report: dict = {"config": {"reps": args.reps, "variants": variants}, "ab": {}}
     try:
         measure(proxies, b["small"], 8, 1.0, 1)
         for workload in ("small", "large", "small-stream", "large-stream"):
             res = measure(proxies, b[workload], 32, args.throughput_seconds, args.reps)
-            report["native"][workload] = {**res, "ratio_on_off": res["cython"]["rps"] / res["python"]["rps"]}
+            report["ab"][workload] = {**res, "ratio": res[first]["rps"] / res[second]["rps"]}
     finally:
         for s in (mock, *proxies.values()):
             s.stop()
     return report
 
 
-def print_native(report: dict) -> None:
-    print("req/s at c=32   CCPROXY_ENABLE_CYTHON=true   false   ratio")
-    for workload, res in report["native"].items():
-        print(
-            f"  {workload:14s} {res['cython']['rps']:10.0f} {res['python']['rps']:10.0f}   {res['ratio_on_off']:.2f}x"
-        )
+NATIVE_VARIANTS = {"cython": {"CCPROXY_ENABLE_CYTHON": "true"}, "python": {"CCPROXY_ENABLE_CYTHON": "false"}}
+# The request log on (SQLite store + JSON-lines file, the defaults) vs off.
+LOGGING_VARIANTS = {"logging_on": {}, "logging_off": {"CCPROXY_DB_PATH": "off", "LOG_FILE_PATH": "off"}}
+
+
+def print_ab(report: dict) -> None:
+    first, second = report["config"]["variants"]
+    print(f"req/s at c=32   {first:>12s} {second:>12s}   ratio")
+    for workload, res in report["ab"].items():
+        print(f"  {workload:14s} {res[first]['rps']:12.0f} {res[second]['rps']:12.0f}   {res['ratio']:.2f}x")
 
 
 def print_full(report: dict) -> None:
@@ -583,6 +591,7 @@ def main() -> int:
     parser.add_argument("--interface", choices=("asgi", "rsgi"), help="CCPROXY_INTERFACE for the proxy")
     parser.add_argument("--clients", help="compare upstream clients instead: 'all' or a comma list")
     parser.add_argument("--native", action="store_true", help="compare CCPROXY_ENABLE_CYTHON true vs false")
+    parser.add_argument("--logging", action="store_true", help="compare the request log (SQLite + file) on vs off")
     parser.add_argument("--quick", action="store_true", help="one short repetition of everything")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load-latest.json")
     args = parser.parse_args()
@@ -594,11 +603,14 @@ def main() -> int:
         return 2
     os.sched_setaffinity(0, {int(LOAD_CORE)})
     started = time.time()
-    report = native_run(args) if args.native else client_run(args) if args.clients else full_run(args)
+    if args.native or args.logging:
+        report = ab_run(args, NATIVE_VARIANTS if args.native else LOGGING_VARIANTS)
+    else:
+        report = client_run(args) if args.clients else full_run(args)
     report["seconds"] = round(time.time() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    (print_native if args.native else print_clients if args.clients else print_full)(report)
+    (print_ab if args.native or args.logging else print_clients if args.clients else print_full)(report)
     print(f"\n{report['seconds']} s; results in {args.out}")
     return 0
 

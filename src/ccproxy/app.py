@@ -20,6 +20,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from random import getrandbits
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -28,7 +29,7 @@ import orjson
 
 from . import __version__, tokens
 from .cache import ResponseCache
-from .cli import DRAIN_DIR_ENV
+from .cli import DRAIN_DIR_ENV, STORE_SOCKET_ENV
 from .config import Settings
 from .conversations import Conversations
 from .dashboard import MAX_PAGE, MAX_SUMMARY, Dashboard, parse_int, parse_time
@@ -51,7 +52,7 @@ from .serving import (
     serve_asgi,
     serve_rsgi,
 )
-from .store import RATELIMIT_HEADERS, RequestStore
+from .store import RATELIMIT_HEADERS, RequestStore, StoreClient, get_setting, put_setting
 from .translate.chat_response import PING_EVENT, error_event
 from .upstream.anthropic import AnthropicUpstream
 from .upstream.base import Exchange, Upstream
@@ -120,7 +121,8 @@ class ProxyApp:
         self.redact = Redactor([k for k in (settings.api_key, *(u.api_key for u in settings.upstreams)) if k])
         self._adapters: dict[str, Upstream] = {DEFAULT_UPSTREAM: upstream} if upstream is not None else {}
         self.request_log: JsonLinesWriter | None = None
-        self.store: RequestStore | None = None
+        self.store: RequestStore | StoreClient | None = None
+        self._store_task: asyncio.Task[None] | None = None
         self.error_log: JsonLinesWriter | None = None
         self.in_flight = 0
         self.draining = False
@@ -148,7 +150,6 @@ class ProxyApp:
                 )
         # Request ids: unique per process without a syscall per request.
         self._ids = itertools.count(1)
-        self._id_prefix = "req_" + os.urandom(6).hex()
         self.routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/messages"): self.messages,
             ("POST", "/v1/messages/count_tokens"): self.count_tokens,
@@ -221,8 +222,8 @@ class ProxyApp:
         return response
 
     async def _reload_header_rules(self) -> None:
-        assert self.store is not None
-        stored = await asyncio.to_thread(self.store.get_setting, "header_rules")
+        assert self.settings.db_path is not None
+        stored = await asyncio.to_thread(get_setting, self.settings.db_path, "header_rules")
         if stored is not None and stored[1] > self.header_rules.updated:
             try:
                 self.header_rules.load(orjson.loads(stored[0]))
@@ -263,7 +264,9 @@ class ProxyApp:
         return adapter
 
     def new_request_id(self) -> str:
-        return f"{self._id_prefix}{next(self._ids):012x}"
+        # Random first (the dashboard's short id is the 10 characters after "req_", found by
+        # the primary key's index), then a per-process counter for uniqueness. No syscall.
+        return f"req_{getrandbits(64):016x}{next(self._ids):08x}"
 
     # --- interfaces -------------------------------------------------------------------------
 
@@ -289,7 +292,12 @@ class ProxyApp:
         if s.error_log_file is not None:
             self.error_log = JsonLinesWriter(s.error_log_file, s.log_file_max_bytes)
         if s.db_path is not None:
-            self.store = await asyncio.to_thread(RequestStore, s.db_path, s.log_retention_days, s.log_max_db_bytes)
+            socket_path = os.environ.get(STORE_SOCKET_ENV)
+            if socket_path:  # the writer process ccproxy started (store.py)
+                self.store = StoreClient(socket_path)
+                self._store_task = asyncio.get_running_loop().create_task(self.store.run())
+            else:
+                self.store = await asyncio.to_thread(RequestStore, s.db_path, s.log_retention_days, s.log_max_db_bytes)
             await self._reload_header_rules()
             self._settings_task = asyncio.get_running_loop().create_task(self._watch_settings())
         if s.api_key is not None:  # create the pools inside the serving loop
@@ -308,7 +316,13 @@ class ProxyApp:
             self._settings_task.cancel()
         for adapter in self._adapters.values():
             await adapter.close()
-        for writer in (self.request_log, self.error_log, self.store):
+        if self._store_task is not None:
+            self._store_task.cancel()
+        if isinstance(self.store, StoreClient):
+            await self.store.close()
+        elif self.store is not None:
+            await asyncio.to_thread(self.store.close)
+        for writer in (self.request_log, self.error_log):
             if writer is not None:
                 await asyncio.to_thread(writer.close)
 
@@ -697,6 +711,8 @@ class ProxyApp:
         }
         data["cache"] = self.cache.stats() if self.cache is not None else {"enabled": False}
         data["native"] = {"implementation": _native.IMPLEMENTATION, "modules": dict(_native.IMPLEMENTATIONS)}
+        if self.store is not None:  # this worker's records: handed on, and dropped (queue full, no writer)
+            data["request_log"] = {"written": self.store.written, "dropped": self.store.dropped}
         data["version"] = __version__
         return Response(200, orjson.dumps(data))
 
@@ -811,7 +827,7 @@ class ProxyApp:
         candidate.load(data)  # validates; 400 naming the field
         if self.store is not None:
             updated = await asyncio.to_thread(
-                self.store.put_setting, "header_rules", orjson.dumps(candidate.to_json()).decode()
+                put_setting, self.settings.db_path, "header_rules", orjson.dumps(candidate.to_json()).decode()
             )
         else:
             updated = time.time()
@@ -865,46 +881,56 @@ class ProxyApp:
             text += f"… [{len(body) - cap} more bytes not stored]"
         return self.redact(text)
 
-    def _store_record(self, exchange: Exchange, latency_ms: float) -> dict[str, Any]:
+    def _store_row(self, exchange: Exchange, latency_ms: float) -> list[Any]:
+        """The request's row for the store, in ``store.COLUMNS`` order plus the detail object
+        (only what is present). Built as a list: this runs for every request."""
         usage = exchange.usage
-        record: dict[str, Any] = {
-            "id": exchange.request_id,
-            "ts": time.time(),
-            "method": "POST",
-            "endpoint": exchange.endpoint,
-            "model": exchange.route.requested_model,
-            "routed_model": exchange.route.upstream_model,
-            "upstream": exchange.route.upstream,
-            "status": exchange.status,
-            "latency_ms": int(latency_ms),
-            "streaming": 1 if exchange.stream else 0,
-            "stream_error": (exchange.error_message or exchange.error_type)
-            if exchange.stream and exchange.status == 200 and exchange.error_type
-            else None,
-            "error_type": exchange.error_type,
-            "stop_reason": exchange.stop_reason,
-            "input_tokens": usage.get("input_tokens", 0),
-            "output_tokens": usage.get("output_tokens", 0),
-            "cache_read_tokens": usage.get("cache_read_input_tokens", 0),
-            "cache_creation_tokens": usage.get("cache_creation_input_tokens", 0),
-            "message_count": exchange.message_count,
-            "user_agent": exchange.user_agent,
-            "content_type": "text/event-stream" if exchange.stream else "application/json",
-            "session": exchange.session,
-            "conversation_hash": exchange.conversation,
-            "request_body": exchange.request_body,
-            "response_body": exchange.response_body,
-        }
+        route = exchange.route
+        detail: dict[str, Any] = {}
+        if exchange.endpoint != "/v1/messages":
+            detail["endpoint"] = exchange.endpoint
+        if exchange.user_agent:
+            detail["user_agent"] = exchange.user_agent
+        if exchange.session:
+            detail["session"] = exchange.session
+        if exchange.stream and exchange.status == 200 and exchange.error_type:
+            detail["stream_error"] = exchange.error_message or exchange.error_type
+        if exchange.request_body is not None:
+            detail["request_body"] = exchange.request_body
+        if exchange.response_body is not None:
+            detail["response_body"] = exchange.response_body
+        organization = None
         for name, value in exchange.ratelimit.items():
             column = RATELIMIT_HEADERS.get(name)
             if column is not None:
                 with contextlib.suppress(ValueError):
-                    record[column[0]] = column[1](value)
-        return record
+                    detail[column[0]] = column[1](value)
+        if detail:
+            organization = detail.pop("organization_id", None)
+        return [
+            exchange.request_id,
+            time.time(),
+            route.requested_model,
+            route.upstream_model,
+            route.upstream,
+            exchange.status,
+            int(latency_ms),
+            1 if exchange.stream else 0,
+            exchange.error_type,
+            exchange.stop_reason,
+            usage.get("input_tokens", 0),
+            usage.get("output_tokens", 0),
+            usage.get("cache_read_input_tokens", 0),
+            usage.get("cache_creation_input_tokens", 0),
+            exchange.message_count,
+            exchange.conversation,
+            organization,
+            detail or None,
+        ]
 
     def log_request(self, exchange: Exchange, started: float) -> None:
         if self.store is not None:
-            self.store.add(self._store_record(exchange, (time.perf_counter() - started) * 1000))
+            self.store.add_row(self._store_row(exchange, (time.perf_counter() - started) * 1000))
         if self.request_log is not None:
             self.request_log.write(
                 {

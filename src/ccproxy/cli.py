@@ -16,6 +16,7 @@ from . import __version__
 from .config import ConfigError, Settings, help_text
 
 DRAIN_DIR_ENV = "CCPROXY_DRAIN_DIR"  # where workers report "drained" (app.py reads it)
+STORE_SOCKET_ENV = "CCPROXY_STORE_SOCKET"  # the request log writer process's socket (store.py)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,8 +61,9 @@ def serve(settings: Settings) -> int:
     except OSError as exc:
         print(f"ccproxy: cannot create CCPROXY_DATA_DIR {settings.data_dir}: {exc}", file=sys.stderr)
         return 2
-    drain_dir = Path(tempfile.mkdtemp(prefix="ccproxy-drain-"))
+    drain_dir = Path(tempfile.mkdtemp(prefix="ccproxy-run-"))
     os.environ[DRAIN_DIR_ENV] = str(drain_dir)  # the workers inherit it
+    writer = _start_store_writer(settings, drain_dir / "store.sock")
     server = _draining_server_class()(
         "ccproxy.app:create_app_from_env",
         factory=True,
@@ -76,8 +78,37 @@ def serve(settings: Settings) -> int:
     try:
         server.serve()
     finally:
+        if writer is not None:  # after the workers: it writes what they sent last
+            writer.terminate()
+            writer.join(15)
         shutil.rmtree(drain_dir, ignore_errors=True)
     return 0
+
+
+def _start_store_writer(settings: Settings, socket_path: Path) -> object | None:
+    """The request log's writer process (store.serve_store), ready before any worker starts."""
+    if settings.db_path is None:
+        return None
+    import multiprocessing
+
+    from .store import serve_store
+
+    process = multiprocessing.get_context("spawn").Process(
+        target=serve_store,
+        args=(str(settings.db_path), str(socket_path), settings.log_retention_days, settings.log_max_db_bytes),
+        name="ccproxy-store",
+        daemon=True,
+    )
+    process.start()
+    deadline = time.monotonic() + 15
+    while not socket_path.exists():
+        if not process.is_alive() or time.monotonic() > deadline:
+            print(f"ccproxy: the request log writer did not start ({settings.db_path})", file=sys.stderr)
+            process.kill()
+            return None
+        time.sleep(0.02)
+    os.environ[STORE_SOCKET_ENV] = str(socket_path)
+    return process
 
 
 def _draining_server_class() -> type:

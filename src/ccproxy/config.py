@@ -49,8 +49,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEB_CONCURRENCY", "1", "number of worker processes"),
     Setting("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
     Setting("CCPROXY_DATA_DIR", "~/.local/share/ccproxy", "directory for every file ccproxy writes"),
-    Setting("LOG_FILE_PATH", "<CCPROXY_DATA_DIR>/log.jsonl", "request log, one JSON line per request"),
-    Setting("ERROR_LOG_FILE_PATH", "<CCPROXY_DATA_DIR>/error.jsonl", "error log, JSON lines"),
+    Setting("LOG_FILE_PATH", "<CCPROXY_DATA_DIR>/log.jsonl", "request log, one JSON line per request ('off': none)"),
+    Setting("ERROR_LOG_FILE_PATH", "<CCPROXY_DATA_DIR>/error.jsonl", "error log, JSON lines ('off': none)"),
     Setting("LOG_FILE_MAX_BYTES", "52428800", "size at which a log file is rotated (keeps 3 old files)"),
     Setting(
         "CCPROXY_DB_PATH",
@@ -290,9 +290,7 @@ class Settings:
             cache_max_entries=_number(get, "CCPROXY_CACHE_MAX_ENTRIES", "1000", int, 1),
             cache_max_bytes=_number(get, "CCPROXY_CACHE_MAX_BYTES", "67108864", int, 1024),
             drain_timeout=_number(get, "CCPROXY_DRAIN_TIMEOUT", "30", float, 0),
-            db_path=None
-            if (get("CCPROXY_DB_PATH") or "").lower() == "off"
-            else _path(get("CCPROXY_DB_PATH"), data_dir / "ccproxy.db"),
+            db_path=_path(get("CCPROXY_DB_PATH"), data_dir / "ccproxy.db"),
             log_bodies=_switch(get, "CCPROXY_LOG_BODIES", "off"),
             log_body_max_bytes=_number(get, "CCPROXY_LOG_BODY_MAX_BYTES", "65536", int, 0),
             log_retention_days=_number(get, "CCPROXY_LOG_RETENTION_DAYS", "30", float, 0),
@@ -359,7 +357,9 @@ def _number(
     return value
 
 
-def _path(value: str | None, default: Path) -> Path:
+def _path(value: str | None, default: Path) -> Path | None:
+    if value is not None and value.lower() == "off":
+        return None
     return Path(value).expanduser() if value else default
 
 

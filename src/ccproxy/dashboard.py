@@ -2,7 +2,7 @@
 
 Every query here is synchronous and runs in a worker thread (``asyncio.to_thread``) on one
 read connection per thread. Lists page through the ``requests`` table by its indexes (``ts``,
-``(model, ts)``, ``(routed_model, ts)``, the id's tail); statistics read the roll-ups (whole
+``(model, ts)``, the id); statistics read the roll-ups (whole
 hours from ``usage_hours``, ragged edges and small buckets from ``usage_minutes``), so their
 cost follows the time range, not the number of logged requests. Bad parameters raise a 400
 ``invalid_request_error`` naming them.
@@ -17,16 +17,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from .errors import ProxyError, invalid_request
-from .store import SHORT_ID, connect
+from .store import connect
 
 MAX_PAGE = 1000  # largest page of /api/requests
 MAX_SUMMARY = 100_000  # "limit=0 (unlimited)" of /api/requests/summary is capped here
 
 _SUMMARY_COLUMNS = (
-    "id, ts, method, endpoint, model, routed_model, status, latency_ms, input_tokens, output_tokens,"
-    " cache_read_tokens, cache_creation_tokens, conversation_hash, message_count, stop_reason, upstream,"
-    " streaming, error_type"
+    "id, ts, model, routed_model, status, latency_ms, input_tokens, output_tokens, cache_read_tokens,"
+    " cache_creation_tokens, conversation_hash, message_count, stop_reason, upstream, streaming, error_type, detail"
 )
 
 
@@ -94,26 +95,27 @@ class Dashboard:
         conn = self._conn()
         total = conn.execute(f"SELECT count(*) FROM requests {where}", args).fetchone()[0]
         offset = (page - 1) * limit
-        if not where:
-            rows = conn.execute("SELECT * FROM requests ORDER BY ts DESC LIMIT ? OFFSET ?", (limit, offset)).fetchall()
+        if not where or not where.startswith("WHERE model IN"):
+            rows = conn.execute(
+                f"SELECT * FROM requests {where} ORDER BY ts DESC LIMIT ? OFFSET ?", (*args, limit, offset)
+            ).fetchall()
         else:
-            rows = self._filtered_page(conn, args[: len(args) // 2], offset, limit)
+            rows = self._filtered_page(conn, args, offset, limit)
         return {"requests": [request_log(r, full=False) for r in rows], "total": total, "page": page, "limit": limit}
 
     @staticmethod
     def _filtered_page(conn: sqlite3.Connection, names: list[str], offset: int, limit: int) -> list[sqlite3.Row]:
-        """One page of the requests whose model or routed model is in ``names``, newest first.
-        Each (column, name) pair is read newest-first from its (column, ts) index, at most
-        offset + limit entries; merging those few beats sorting every match (what SQLite does
-        for an OR of INs), which cost half a second at a million rows."""
+        """One page of the requests whose model is in ``names``, newest first. Each name is read
+        newest-first from the (model, ts) index, at most offset + limit entries; merging those
+        few beats sorting every match (SQLite's plan for an IN with ORDER BY), which cost half a
+        second at a million rows."""
         wanted = offset + limit
         candidates: dict[int, float] = {}
-        for column in ("model", "routed_model"):
-            for name in names:
-                for rowid, ts in conn.execute(
-                    f"SELECT rowid, ts FROM requests WHERE {column} = ? ORDER BY ts DESC LIMIT ?", (name, wanted)
-                ):
-                    candidates[rowid] = ts
+        for name in names:
+            for rowid, ts in conn.execute(
+                "SELECT rowid, ts FROM requests WHERE model = ? ORDER BY ts DESC LIMIT ?", (name, wanted)
+            ):
+                candidates[rowid] = ts
         chosen = sorted(candidates, key=lambda r: candidates[r], reverse=True)[offset:wanted]
         if not chosen:
             return []
@@ -155,20 +157,13 @@ class Dashboard:
     def request(self, request_id: str) -> dict[str, Any]:
         conn = self._conn()
         row = conn.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
-        if row is None and len(request_id) == SHORT_ID:  # what the dashboard shows: indexed
-            rows = conn.execute("SELECT * FROM requests WHERE substr(id, -10) = ? LIMIT 2", (request_id,)).fetchall()
-            if len(rows) > 1:
-                raise invalid_request(f"id: {request_id!r} matches several requests; give more of it")
-            row = rows[0] if rows else None
         if row is None and len(request_id) >= 4:
-            # a short id: a unique prefix (index range) or the last characters shown in lists
+            # a short id: the start of an id (the dashboard shows the 10 characters after "req_"),
+            # found through the primary key's index
+            prefix = request_id if request_id.startswith("req_") else "req_" + request_id
             rows = conn.execute(
-                "SELECT * FROM requests WHERE id >= ? AND id < ? LIMIT 2", (request_id, request_id + "\uffff")
+                "SELECT * FROM requests WHERE id >= ? AND id < ? LIMIT 2", (prefix, prefix + "\uffff")
             ).fetchall()
-            if not rows:
-                rows = conn.execute(
-                    "SELECT * FROM requests WHERE id LIKE ? ESCAPE '\\' LIMIT 2", ("%" + _escape(request_id),)
-                ).fetchall()
             if len(rows) > 1:
                 raise invalid_request(f"id: {request_id!r} matches several requests; give more of it")
             row = rows[0] if rows else None
@@ -177,18 +172,21 @@ class Dashboard:
         return {"request": request_log(row, full=True), "fullId": row["id"]}
 
     def _model_filter(self, model: str) -> tuple[str, list[Any]]:
-        """A substring filter on the requested or routed model, resolved against the few model
-        names ever seen so the big table is read through its (model, ts) indexes."""
+        """A substring filter on the requested model (through its (model, ts) index), resolved
+        against the few names ever seen; when it names only upstream models, the routed model
+        is searched instead (no index: rare, and slower on a big log)."""
         if not model or model == "all":
             return "", []
-        names = [
-            r[0]
-            for r in self._conn().execute("SELECT name FROM model_names WHERE name LIKE ? ESCAPE '\\'", (_like(model),))
-        ]
+        found = (
+            self._conn()
+            .execute("SELECT name, routed FROM model_names WHERE name LIKE ? ESCAPE '\\'", (_like(model),))
+            .fetchall()
+        )
+        requested = [name for name, routed in found if not routed]
+        names, column = (requested, "model") if requested else ([n for n, _ in found], "routed_model")
         if not names:
             return "WHERE 0", []
-        marks = ", ".join("?" * len(names))
-        return f"WHERE (model IN ({marks}) OR routed_model IN ({marks}))", [*names, *names]
+        return f"WHERE {column} IN ({', '.join('?' * len(names))})", names
 
     # --- statistics (from the roll-ups) ----------------------------------------------------------
 
@@ -331,20 +329,31 @@ class Dashboard:
         return {"organizations": [r[0] for r in rows]}
 
 
-def _ratelimit(row: sqlite3.Row) -> dict[str, Any] | None:
+def _detail(row: sqlite3.Row) -> dict[str, Any]:
+    text = row["detail"]
+    if not text:
+        return {}
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _ratelimit(row: sqlite3.Row, detail: dict[str, Any]) -> dict[str, Any] | None:
     fields = {
         "organizationId": row["organization_id"],
-        "requestsLimit": row["rl_requests_limit"],
-        "requestsRemaining": row["rl_requests_remaining"],
-        "requestsReset": row["rl_requests_reset"],
-        "tokensLimit": row["rl_tokens_limit"],
-        "tokensRemaining": row["rl_tokens_remaining"],
-        "tokensReset": row["rl_tokens_reset"],
-        "unifiedStatus": row["rl_unified_status"],
-        "unifiedUtilization5h": row["rl_unified_5h_utilization"],
-        "unifiedReset5h": row["rl_unified_5h_reset"],
-        "unifiedUtilization7d": row["rl_unified_7d_utilization"],
-        "unifiedReset7d": row["rl_unified_7d_reset"],
+        "requestsLimit": detail.get("rl_requests_limit"),
+        "requestsRemaining": detail.get("rl_requests_remaining"),
+        "requestsReset": detail.get("rl_requests_reset"),
+        "tokensLimit": detail.get("rl_tokens_limit"),
+        "tokensRemaining": detail.get("rl_tokens_remaining"),
+        "tokensReset": detail.get("rl_tokens_reset"),
+        "unifiedStatus": detail.get("rl_unified_status"),
+        "unifiedUtilization5h": detail.get("rl_unified_5h_utilization"),
+        "unifiedReset5h": detail.get("rl_unified_5h_reset"),
+        "unifiedUtilization7d": detail.get("rl_unified_7d_utilization"),
+        "unifiedReset7d": detail.get("rl_unified_7d_reset"),
     }
     return fields if any(v is not None for v in fields.values()) else None
 
@@ -359,21 +368,22 @@ def _usage(row: sqlite3.Row) -> dict[str, int]:
 
 
 def request_log(row: sqlite3.Row, full: bool) -> dict[str, Any]:
+    detail = _detail(row)
     completed = row["ts"]
     started = completed - (row["latency_ms"] or 0) / 1000
     out: dict[str, Any] = {
         "requestId": row["id"],
         "timestamp": iso(started),
-        "method": row["method"],
-        "endpoint": row["endpoint"],
+        "method": detail.get("method", "POST"),
+        "endpoint": detail.get("endpoint", "/v1/messages"),
         "model": row["model"],
         "originalModel": row["model"],
         "routedModel": row["routed_model"],
         "upstream": row["upstream"],
-        "userAgent": row["user_agent"],
-        "contentType": row["content_type"],
+        "userAgent": detail.get("user_agent"),
+        "contentType": detail.get("content_type"),
         "conversationHash": row["conversation_hash"],
-        "sessionHash": row["session"],
+        "sessionHash": detail.get("session"),
         "messageCount": row["message_count"],
         "organizationId": row["organization_id"],
         "usage": _usage(row),
@@ -384,22 +394,23 @@ def request_log(row: sqlite3.Row, full: bool) -> dict[str, Any]:
             "responseTime": row["latency_ms"],
             "isStreaming": bool(row["streaming"]),
             "completedAt": iso(completed),
-            "streamError": row["stream_error"],
-            "rateLimit": _ratelimit(row),
+            "streamError": detail.get("stream_error"),
+            "rateLimit": _ratelimit(row, detail),
         },
     }
     if full:
-        out["body"] = row["request_body"]
-        out["response"]["body"] = row["response_body"]
+        out["body"] = detail.get("request_body")
+        out["response"]["body"] = detail.get("response_body")
     return out
 
 
 def request_summary(row: sqlite3.Row) -> dict[str, Any]:
+    detail = _detail(row)
     return {
         "requestId": row["id"],
         "timestamp": iso(row["ts"] - (row["latency_ms"] or 0) / 1000),
-        "method": row["method"],
-        "endpoint": row["endpoint"],
+        "method": detail.get("method", "POST"),
+        "endpoint": detail.get("endpoint", "/v1/messages"),
         "model": row["model"],
         "originalModel": row["model"],
         "routedModel": row["routed_model"],

@@ -178,7 +178,7 @@ def test_one_request_by_full_or_short_id_with_redacted_body(logged):
     listed = get(logged, "/api/requests", model="sonnet", limit=1).json()["requests"][0]
     full = get(logged, f"/api/requests/{listed['requestId']}").json()
     assert full["fullId"] == listed["requestId"]
-    short = get(logged, f"/api/requests/{listed['requestId'][-10:]}").json()
+    short = get(logged, f"/api/requests/{listed['requestId'][4:14]}").json()
     assert short["fullId"] == listed["requestId"]
     request = full["request"]
     assert request["usage"] == {

@@ -27,7 +27,7 @@ function el(tag, attrs, ...children) {
 
 const fmt = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString());
 const time = (iso) => (iso ? new Date(iso).toLocaleString() : "–");
-const shortId = (id) => (id || "").slice(-10);
+const shortId = (id) => (id || "").slice(4, 14); // after "req_": the API finds it by prefix
 
 // --- cards (from /v1/metrics) ---------------------------------------------------------------
 async function loadCards() {
