@@ -39,7 +39,7 @@ def build(path: Path, rows: int) -> float:
         ts = now - rng.random() * 30 * 86400
         batch.append(
             {
-                "id": f"req_{i:024x}",
+                "id": f"req_{rng.getrandbits(64):016x}{i:08x}",  # the app's format
                 "ts": ts,
                 "endpoint": "/v1/messages",
                 "model": MODELS[i % len(MODELS)],
@@ -98,7 +98,7 @@ def main() -> None:
             "GET /api/requests/summary (last day, 100)": (board.summary, "all", day, now, 0, 100),
             "GET /api/requests/latest-date": (board.latest_date,),
             "GET /api/requests/{id} (full)": (board.request, some_id),
-            "GET /api/requests/{id} (last 10 chars)": (board.request, some_id[-10:]),
+            "GET /api/requests/{id} (short: 10 chars after req_)": (board.request, some_id[4:14]),
             "GET /api/stats (all time)": (board.stats, None, None, None, None),
             "GET /api/stats/dashboard (30 days)": (board.daily, None, None, None),
             "GET /api/stats/hourly (1 day, 60 min)": (board.hourly, day, now, 60, None),
