@@ -436,3 +436,30 @@ def test_no_key_reaches_the_store_logs_or_any_api_response(logged):
     for text in bodies:
         for secret in secrets:
             assert secret not in text
+
+
+def test_several_workers_share_one_log_and_the_settings(mock_upstream, tmp_path):
+    proxy = start_proxy(mock_upstream.base, tmp_path, WEB_CONCURRENCY="2")
+    try:
+        key = mock_upstream.script({"json": completion("many")})
+        workers = set()
+        for _ in range(30):
+            assert (
+                httpx.post(f"{proxy.base}/v1/messages", json=ask(key), headers={"x-api-key": CLIENT_KEY}).status_code
+                == 200
+            )
+            workers.add(get(proxy, "/v1/metrics").json()["pid"])
+        assert len(workers) == 2  # both workers served, and both logged through the one writer
+        deadline = time.monotonic() + 5
+        while get(proxy, "/api/requests").json()["total"] < 30 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert get(proxy, "/api/requests").json()["total"] == 30
+        rules = {"requestHeaderRules": [{"header": "x-everywhere", "action": "set", "value": "1"}]}
+        assert httpx.put(f"{proxy.base}/api/settings", json=rules).status_code == 200
+        time.sleep(2.5)  # the other worker polls the settings every 2 s
+        key = mock_upstream.script({"json": completion("ruled")})
+        for _ in range(10):
+            httpx.post(f"{proxy.base}/v1/messages", json=ask(key), headers={"x-api-key": CLIENT_KEY})
+        assert all(r["headers"].get("x-everywhere") == "1" for r in mock_upstream.requests(key))
+    finally:
+        stop_proxy(proxy)
