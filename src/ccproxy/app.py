@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from random import getrandbits
@@ -868,9 +869,7 @@ class ProxyApp:
         if exchange.session is not None:
             exchange.conversation = exchange.session
         else:  # no session id: the first message identifies a conversation across its turns
-            first = parsed.messages[0].content
-            text = first.encode() if isinstance(first, str) else msgspec.json.encode(first)
-            exchange.conversation = hashlib.sha256(text).hexdigest()[:16]
+            exchange.conversation = conversation_hash(parsed.messages[0].content)
         if self.settings.log_bodies:
             exchange.request_body = self._loggable(body)
 
@@ -998,6 +997,18 @@ def basic_auth_ok(header: str | None, password: str) -> bool:
         return False
     _, _, given = decoded.partition(":")
     return hmac.compare_digest(given.encode(), password.encode())
+
+
+def conversation_hash(content: Any) -> str:
+    """A grouping key from a conversation's first message: its first 4 KB of text (bounded
+    cost whatever the message size; crc32 is enough for grouping and never sees a secret)."""
+    if isinstance(content, str):
+        text = content[:4096]
+    else:
+        text = next((b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"), "")
+        text = text[:4096] if isinstance(text, str) else ""
+    data = text.encode("utf-8", "replace")
+    return f"{zlib.crc32(data):08x}{len(data):08x}"
 
 
 def _now_iso() -> str:

@@ -13,7 +13,10 @@ def test_defaults():
     s = Settings.from_env({**BASE, "CCPROXY_DATA_DIR": "/tmp/ccp"})
     assert s.base_url == "https://api.openai.com/v1"
     assert (s.host, s.port, s.workers, s.log_level) == ("127.0.0.1", 11434, 1, "INFO")
-    assert s.log_file == Path("/tmp/ccp/log.jsonl") and s.error_log_file == Path("/tmp/ccp/error.jsonl")
+    assert s.db_path == Path("/tmp/ccp/ccproxy.db") and s.error_log_file == Path("/tmp/ccp/error.jsonl")
+    assert s.log_file is None  # the SQLite store is the request log; JSON lines when asked for
+    without_store = Settings.from_env({**BASE, "CCPROXY_DATA_DIR": "/tmp/ccp", "CCPROXY_DB_PATH": "off"})
+    assert without_store.db_path is None and without_store.log_file == Path("/tmp/ccp/log.jsonl")
 
 
 def test_openrouter_key_defaults_to_openrouter_url():
