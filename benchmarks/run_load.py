@@ -348,8 +348,11 @@ def median_of(runs: list[dict]) -> dict:
 
 def measure(targets: dict[str, Service], body: bytes, connections: int, duration: float, reps: int) -> dict:
     results: dict[str, list[dict]] = {name: [] for name in targets}
-    for _ in range(reps):
-        for name, service in targets.items():  # interleaved, so drift hits every target alike
+    order = list(targets.items())
+    for rep in range(reps):
+        # interleaved, so drift hits every target alike; the order reverses every other
+        # repetition (ABBA) so that no target always runs right after the same neighbour
+        for name, service in order if rep % 2 == 0 else order[::-1]:
             results[name].append(wrk(service.url, body, connections, duration))
     return {name: median_of(runs) for name, runs in results.items()}
 
