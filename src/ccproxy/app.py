@@ -17,6 +17,7 @@ import itertools
 import logging
 import os
 import signal
+import sqlite3
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -298,9 +299,16 @@ class ProxyApp:
                 self.store = StoreClient(socket_path)
                 self._store_task = asyncio.get_running_loop().create_task(self.store.run())
             else:
-                self.store = await asyncio.to_thread(RequestStore, s.db_path, s.log_retention_days, s.log_max_db_bytes)
-            await self._reload_header_rules()
-            self._settings_task = asyncio.get_running_loop().create_task(self._watch_settings())
+                try:
+                    self.store = await asyncio.to_thread(
+                        RequestStore, s.db_path, s.log_retention_days, s.log_max_db_bytes
+                    )
+                except (OSError, sqlite3.Error) as exc:  # serve anyway; say why nothing is logged
+                    log.error("request log disabled: cannot open %s: %s", s.db_path, exc)
+            if self.store is not None:
+                with contextlib.suppress(OSError, sqlite3.Error):
+                    await self._reload_header_rules()
+                self._settings_task = asyncio.get_running_loop().create_task(self._watch_settings())
         if s.api_key is not None:  # create the pools inside the serving loop
             self.adapter(DEFAULT_UPSTREAM)
         for config in s.upstreams:

@@ -84,8 +84,13 @@ class Dashboard:
             raise ProxyError(503, "the request log is off (CCPROXY_DB_PATH=off)", "api_error")
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = connect(self.db_path)
+            try:
+                conn = connect(self.db_path)
+                conn.execute("SELECT 1 FROM requests LIMIT 0")
+            except sqlite3.Error as exc:
+                raise ProxyError(503, f"the request log is unavailable: {exc}", "api_error") from None
             conn.row_factory = sqlite3.Row
+            self._local.conn = conn
         return conn
 
     # --- requests ---------------------------------------------------------------------------

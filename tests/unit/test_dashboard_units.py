@@ -215,3 +215,31 @@ def test_time_parsing():
     assert parse_time(None, "x") is None
     with pytest.raises(ProxyError):
         parse_time("01/02/2026", "x")
+
+
+def test_an_unusable_database_degrades_cleanly(tmp_path):
+    import asyncio
+
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    settings = Settings(
+        api_key="k",
+        api_key_env="OPENAI_API_KEY",
+        base_url="http://127.0.0.1:9/v1",
+        big_model="a",
+        small_model="b",
+        log_file=None,
+        error_log_file=None,
+        db_path=blocked / "ccproxy.db",  # a directory that is a file
+    )
+    proxy = ProxyApp(settings)
+
+    async def start_and_stop() -> None:
+        await proxy.startup()
+        assert proxy.store is None  # serving goes on without a request log
+        await proxy.shutdown()
+
+    asyncio.run(start_and_stop())
+    with pytest.raises(ProxyError) as err:
+        Dashboard(blocked / "ccproxy.db").latest_date()
+    assert err.value.status == 503  # the APIs say so in an Anthropic envelope
