@@ -431,13 +431,16 @@ class ProxyApp:
             return outcome
 
         def on_close(failure: BaseException | None) -> None:
+            breaker = self.breaker(exchange.route.upstream)
             if isinstance(failure, ClientDisconnected):
                 exchange.status, exchange.error_type = 499, "client_disconnected"
-            elif failure is not None:
-                exchange.error_type = "api_error"
-                exchange.error_message = f"stream failed: {type(failure).__name__}"
-            elif exchange.error_type in STREAM_FAULTS:
-                self.breaker(exchange.route.upstream).record(fault=True)
+                breaker.release()  # says nothing about the upstream
+            else:
+                if failure is not None:
+                    exchange.error_type = "api_error"
+                    exchange.error_message = f"stream failed: {type(failure).__name__}"
+                # the upstream failed mid-stream (reset, idle timeout, error chunk) or not
+                breaker.record(fault=failure is None and exchange.error_type in STREAM_FAULTS)
             self._finish(exchange, started, call)
 
         events = outcome if not self.settings.total_timeout else self._deadline_stream(outcome, exchange, started)
@@ -502,25 +505,38 @@ class ProxyApp:
 
     async def _attempts(self, call: Call) -> Response | AsyncIterator[bytes]:
         """Send the request upstream: retries (before anything reached the client), circuit
-        breaking with fallback upstreams, and rate limiting. See resilience.py for the rules."""
+        breaking with fallback upstreams, and rate limiting. See resilience.py for the rules.
+
+        A circuit breaker hears one outcome per request (its last attempt on that upstream), not
+        one per attempt: five failed requests open a circuit, whatever the retries did."""
+        held: set[str] = set()  # upstreams whose breaker let this request through
+        outcomes: dict[str, bool] = {}  # upstream → fault, of its last attempt
+        try:
+            return await self._attempt_loop(call, held, outcomes)
+        finally:
+            for name in held:
+                breaker = self.breaker(name)
+                if name in outcomes:
+                    breaker.record(fault=outcomes[name])
+                else:
+                    breaker.release()  # nothing reached the upstream, or the client left
+
+    async def _attempt_loop(
+        self, call: Call, held: set[str], outcomes: dict[str, bool]
+    ) -> Response | AsyncIterator[bytes]:
         exchange = call.exchange
         primary = exchange.route
         self.retry_budget.deposit()
         retry = 0
         while True:
-            route = self._pick(primary)
+            route = self._pick(primary, held)
             if route is not exchange.route:
                 self.metrics.fallbacks += route is not primary
                 exchange.route = route
-            breaker = self.breaker(route.upstream)
             limiter = self.limiters.get(route.upstream)
-            try:  # nothing below has reached the upstream: it says nothing about its health
-                upstream = self.adapter(route.upstream)
-                payload = call.payload(upstream)
-                entry = await limiter.acquire(call.estimated_tokens) if limiter is not None else None
-            except BaseException:
-                breaker.release()
-                raise
+            upstream = self.adapter(route.upstream)
+            payload = call.payload(upstream)
+            entry = await limiter.acquire(call.estimated_tokens) if limiter is not None else None
             exchange.upstream_status = None
             error: ProxyError | None = None
             result: Any = None
@@ -533,15 +549,11 @@ class ProxyApp:
                     result = await upstream.create(payload, exchange)
             except ProxyError as exc:
                 error = exc
-            except BaseException:
-                breaker.release()
-                raise
             status = exchange.upstream_status
-            if status is None and error is not None and error.status < 500:
-                breaker.release()  # refused before sending (e.g. no key for the upstream)
-            else:
-                # an upstream fault: it answered 5xx, or never answered (we map that to 502/504)
-                breaker.record(fault=(status or 0) >= 500 or (error is not None and error.status >= 500))
+            if not (status is None and error is not None and error.status < 500):
+                # an upstream fault: it answered 5xx, or never answered (we map that to 502/504);
+                # a refusal before sending (e.g. no key for the upstream) says nothing about it
+                outcomes[route.upstream] = (status or 0) >= 500 or (error is not None and error.status >= 500)
             if limiter is not None and entry is not None:
                 limiter.adapt(throttled=status == 429)
                 call.rate_entry = (limiter, entry)
@@ -549,7 +561,11 @@ class ProxyApp:
                 status is None and error is not None and error.status in (502, 504)
             )
             if error is None and not isinstance(result, Response):
-                return result  # a stream: from here on bytes reach the client, no more retries
+                # A stream: from here on bytes reach the client, no more retries. Its breaker
+                # hears the outcome when the stream ends (messages' on_close), not now.
+                held.discard(route.upstream)
+                outcomes.pop(route.upstream, None)
+                return result
             if error is None and result.status < 400:
                 return result
             if retryable:
@@ -572,10 +588,12 @@ class ProxyApp:
                 raise error
             return result
 
-    def _pick(self, primary: Route) -> Route:
-        """The primary route, or the first fallback whose circuit lets a request through."""
+    def _pick(self, primary: Route, held: set[str]) -> Route:
+        """The primary route, or the first fallback whose circuit lets a request through (a
+        retry stays on an upstream that already let this request through)."""
         for route in (primary, *primary.fallbacks):
-            if self.breaker(route.upstream).allow():
+            if route.upstream in held or self.breaker(route.upstream).allow():
+                held.add(route.upstream)
                 return route
         breaker = self.breaker(primary.upstream)
         wait = max(1, round(breaker.retry_in()))

@@ -4,9 +4,9 @@ The rules, in one place:
 - An attempt is *retryable* when the upstream never answered (connection refused or reset,
   connect or first-byte timeout) or answered 429, 500, 502, 503, 504 or 529 — and only before
   anything reached the client. A stream that already sent bytes is never retried.
-- An attempt is an *upstream fault* (counted by the circuit breaker) when the upstream never
-  answered or answered 5xx/529. 4xx (429 included) are the client's or the quota's business and
-  never open a circuit.
+- An attempt is an *upstream fault* when the upstream never answered or answered 5xx/529. The
+  circuit breaker hears one outcome per request, its last attempt's (app.py ``_attempts``). 4xx
+  (429 included) are the client's or the quota's business and never open a circuit.
 - Retries wait ``min(max_delay, base * 2**n)`` with full jitter, or the upstream's Retry-After
   when it names one (a Retry-After above ``max_retry_after`` is not waited for: the client gets
   the 429 with the header and decides itself).

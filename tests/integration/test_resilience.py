@@ -391,3 +391,31 @@ def test_sigterm_mid_stream_drains(mock_upstream, tmp_path):
         assert proxy.proc.wait(15) == 0
     finally:
         stop_proxy(proxy)
+
+
+def test_the_circuit_counts_requests_not_retries_and_stream_failures_count(mock_upstream, tmp_path):
+    proxy = start_proxy(
+        mock_upstream.base,
+        tmp_path,
+        CCPROXY_CIRCUIT_THRESHOLD="5",
+        CCPROXY_CIRCUIT_COOLDOWN="1",
+        CCPROXY_MAX_RETRIES="2",
+        CCPROXY_RETRY_BASE_DELAY="0.01",
+        CCPROXY_RETRY_MAX_DELAY="0.02",
+    )
+    try:
+        key = mock_upstream.script(ERROR_500)
+        statuses = [post(proxy, ask(key)).status_code for _ in range(6)]
+        assert statuses == [500, 500, 500, 500, 500, 503]  # each request retried, counted once
+        assert len(mock_upstream.requests(key)) == 15
+        time.sleep(1.1)
+        ok = mock_upstream.script({"json": completion("back")})
+        assert post(proxy, ask(ok)).status_code == 200  # the probe closes it
+        # five streams that break mid-way are five faults too
+        broken = mock_upstream.script({"sse": text_stream("partial", "more"), "reset_after": 1})
+        for _ in range(5):
+            events = raw_stream(proxy, ask(broken))
+            assert events[-1][0] == "error"
+        assert metrics(proxy)["upstreams"]["default"]["circuit"]["state"] == "open"
+    finally:
+        stop_proxy(proxy)
