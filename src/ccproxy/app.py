@@ -399,15 +399,13 @@ class ProxyApp:
             if self.cache is not None and not stream:
                 route = exchange.route
                 key = ResponseCache.key(call.json(), route.upstream, route.upstream_model)
-                reply, how = await self.cache.get_or_fetch(
-                    key, lambda: self._with_deadline(self._attempts(call), False)
-                )
+                outcome, how = await self.cache.get_or_fetch(key, lambda: self._with_deadline(self._attempts(call)))
                 exchange.cache = how
                 if how != "miss":
-                    exchange.status = reply.status
+                    exchange.status = outcome.status
                     exchange.usage = {}
             else:
-                outcome = await self._with_deadline(self._attempts(call), stream)
+                outcome = await self._with_deadline(self._attempts(call))
         except ProxyError as exc:
             exchange.status, exchange.error_type, exchange.error_message = exc.status, exc.error_type, exc.message
             self._finish(exchange, started, call)
@@ -421,8 +419,6 @@ class ProxyApp:
             exchange.error_message = f"internal error: {type(exc).__name__}"
             self._finish(exchange, started, call)
             raise
-        if self.cache is not None and not stream:
-            outcome = reply
         if isinstance(outcome, Response):
             exchange.status = outcome.status
             if self.store is not None and self.settings.log_bodies:
@@ -455,19 +451,13 @@ class ProxyApp:
             headers=exchange.relay_headers,
         )
 
-    async def _with_deadline(self, work: Awaitable[Any], stream: bool) -> Any:
+    async def _with_deadline(self, work: Awaitable[Any]) -> Any:
         """Non-streaming requests as a whole, and streams until the upstream answered, within
         CCPROXY_TOTAL_TIMEOUT (the rest of a stream is bounded in _deadline_stream)."""
         total = self.settings.total_timeout
         if not total:
             return await work
-        try:
-            async with asyncio.timeout(total):
-                return await work
-        except TimeoutError:
-            raise ProxyError(
-                504, f"the request took longer than CCPROXY_TOTAL_TIMEOUT ({total:g} s)", "timeout_error"
-            ) from None
+        return await within(work, total, f"the request took longer than CCPROXY_TOTAL_TIMEOUT ({total:g} s)")
 
     async def _deadline_stream(
         self, events: AsyncIterator[bytes], exchange: Exchange, started: float
@@ -607,13 +597,9 @@ class ProxyApp:
 
     async def _first_byte(self, opening: Awaitable[Any]) -> Any:
         limit = self.settings.first_byte_timeout
-        try:
-            async with asyncio.timeout(limit):
-                return await opening
-        except TimeoutError:
-            raise ProxyError(
-                504, f"the upstream did not answer within CCPROXY_FIRST_BYTE_TIMEOUT ({limit:g} s)", "timeout_error"
-            ) from None
+        return await within(
+            opening, limit, f"the upstream did not answer within CCPROXY_FIRST_BYTE_TIMEOUT ({limit:g} s)"
+        )
 
     def breaker(self, upstream: str) -> CircuitBreaker:
         breaker = self.breakers.get(upstream)
@@ -994,6 +980,15 @@ class ProxyApp:
 
 
 SETTINGS_POLL_SECONDS = 2.0
+
+
+async def within(work: Awaitable[Any], seconds: float, message: str) -> Any:
+    """``work``, or a 504 timeout_error envelope saying ``message`` once ``seconds`` passed."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await work
+    except TimeoutError:
+        raise ProxyError(504, message, "timeout_error") from None
 
 
 def query_params(req: Request) -> dict[str, str]:

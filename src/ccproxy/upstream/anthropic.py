@@ -21,7 +21,7 @@ from ..schemas.anthropic import MessagesRequest
 from ..serving import Response
 from ..translate.chat_response import error_event
 from .base import Exchange
-from .client import HttpClient, UpstreamReadError, UpstreamResponse
+from .client import HttpClient, UpstreamReadError, UpstreamResponse, read_failure
 
 # Client headers that carry meaning for Anthropic and are forwarded (the key is handled apart).
 FORWARD_HEADERS = ("anthropic-version", "anthropic-beta")
@@ -87,7 +87,7 @@ class AnthropicUpstream:
         try:
             data = await resp.read()
         except UpstreamReadError as exc:
-            raise ProxyError(504 if exc.error_type == "timeout_error" else 502, exc.message) from None
+            raise read_failure(exc) from None
         relayed = self._record(resp, exchange)
         return Response(resp.status, data, relayed, resp.headers.get("content-type", "application/json")), data
 
@@ -99,7 +99,7 @@ class AnthropicUpstream:
             try:
                 data = await resp.read()
             except UpstreamReadError as exc:
-                raise ProxyError(504 if exc.error_type == "timeout_error" else 502, exc.message) from None
+                raise read_failure(exc) from None
             if resp.status >= 400:
                 exchange.error_type = "upstream_error"
             return Response(resp.status, data, relayed, resp.headers.get("content-type", "application/json"))

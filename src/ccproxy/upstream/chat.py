@@ -23,7 +23,7 @@ from ..translate.chat_response import (
     message_events,
 )
 from .base import Exchange
-from .client import HttpClient, UpstreamReadError, UpstreamResponse
+from .client import HttpClient, UpstreamReadError, UpstreamResponse, read_failure
 
 
 class ChatUpstream:
@@ -72,7 +72,7 @@ class ChatUpstream:
         try:
             data = await resp.read()
         except UpstreamReadError as exc:
-            raise ProxyError(504 if exc.error_type == "timeout_error" else 502, exc.message) from None
+            raise read_failure(exc) from None
         if resp.status >= 400:
             raise self._error(resp, data)
         try:

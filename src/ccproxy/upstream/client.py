@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
+from ..errors import ProxyError
+
 CLIENTS = ("builtin", "aiohttp", "httpx", "httpx-http2", "pyreqwest")
 DEFAULT_CLIENT = "builtin"
 
@@ -45,6 +47,11 @@ class HttpClient(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def read_failure(exc: UpstreamReadError) -> ProxyError:
+    """A body that broke off before the answer was whole: 504 after a timeout, else 502."""
+    return ProxyError(504 if exc.error_type == "timeout_error" else 502, exc.message)
 
 
 def read_timeout_error(url: str) -> UpstreamReadError:
