@@ -98,7 +98,7 @@ def main() -> None:
             "GET /api/requests/summary (last day, 100)": (board.summary, "all", day, now, 0, 100),
             "GET /api/requests/latest-date": (board.latest_date,),
             "GET /api/requests/{id} (full)": (board.request, some_id),
-            "GET /api/requests/{id} (short: 10 chars after req_)": (board.request, some_id[4:14]),
+            "GET /api/requests/{id} (short: 14 chars after req_)": (board.request, some_id[4:18]),
             "GET /api/stats (all time)": (board.stats, None, None, None, None),
             "GET /api/stats/dashboard (30 days)": (board.daily, None, None, None),
             "GET /api/stats/hourly (1 day, 60 min)": (board.hourly, day, now, 60, None),

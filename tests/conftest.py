@@ -17,3 +17,27 @@ def load_fixture(name: str) -> dict:
 @pytest.fixture
 def claude_code_fixture():
     return load_fixture
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on loopback (tests/support/servers.py), one per session."""
+    from tests.support.servers import PostgresServer
+
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server():
+    """A real Redis server on loopback, one per test (tests may kill it)."""
+    from tests.support.servers import RedisServer
+
+    server = RedisServer()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -13,11 +13,9 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import itertools
 import logging
 import os
 import signal
-import sqlite3
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,6 +39,7 @@ from .headerrules import apply as apply_header_rules
 from .logs import JsonLinesWriter, setup_logging
 from .metrics import Metrics, prometheus
 from .openapi import openapi_spec, static_file, to_yaml
+from .pg import describe
 from .ratelimit import RateLimiter
 from .resilience import RETRY_STATUSES, CircuitBreaker, RetryBudget, RetryPolicy, parse_retry_after
 from .routing import DEFAULT_UPSTREAM, Route, Router, UpstreamOptions
@@ -54,7 +53,7 @@ from .serving import (
     serve_asgi,
     serve_rsgi,
 )
-from .store import RATELIMIT_HEADERS, RequestStore, StoreClient, get_setting, put_setting
+from .store import DB_ERRORS, RATELIMIT_HEADERS, RequestStore, StoreClient, get_setting, put_setting
 from .translate.chat_response import PING_EVENT, error_event
 from .upstream.anthropic import AnthropicUpstream
 from .upstream.base import Exchange, Upstream
@@ -151,7 +150,6 @@ class ProxyApp:
                     settings.rpm, settings.tpm, settings.rate_queue, settings.rate_max_wait
                 )
         # Request ids: unique per process without a syscall per request.
-        self._ids = itertools.count(1)
         self.routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/messages"): self.messages,
             ("POST", "/v1/messages/count_tokens"): self.count_tokens,
@@ -266,9 +264,11 @@ class ProxyApp:
         return adapter
 
     def new_request_id(self) -> str:
-        # Random first (the dashboard's short id is the 10 characters after "req_", found by
-        # the primary key's index), then a per-process counter for uniqueness. No syscall.
-        return f"req_{getrandbits(64):016x}{next(self._ids):08x}"
+        # Time first (ms, 11 hex digits), so the request log's primary key grows at its right
+        # edge: a batch of inserts touches a few index pages, where random ids touched one page
+        # per row (2-3x the writer's cost per row at 1 M rows). Then 36 random bits, unique
+        # across processes and hosts. The dashboard's short id is the first 14 digits.
+        return f"req_{int(time.time() * 1000):011x}{getrandbits(36):09x}"
 
     # --- interfaces -------------------------------------------------------------------------
 
@@ -303,10 +303,10 @@ class ProxyApp:
                     self.store = await asyncio.to_thread(
                         RequestStore, s.db_path, s.log_retention_days, s.log_max_db_bytes
                     )
-                except (OSError, sqlite3.Error) as exc:  # serve anyway; say why nothing is logged
-                    log.error("request log disabled: cannot open %s: %s", s.db_path, exc)
+                except (OSError, RuntimeError, *DB_ERRORS) as exc:  # serve anyway; say why
+                    log.error("request log disabled: cannot open %s: %s", describe(s.db_path), exc)
             if self.store is not None:
-                with contextlib.suppress(OSError, sqlite3.Error):
+                with contextlib.suppress(OSError, *DB_ERRORS):
                     await self._reload_header_rules()
                 self._settings_task = asyncio.get_running_loop().create_task(self._watch_settings())
         if s.api_key is not None:  # create the pools inside the serving loop

@@ -91,6 +91,7 @@ def _start_store_writer(settings: Settings, socket_path: Path) -> object | None:
         return None
     import multiprocessing
 
+    from .pg import describe
     from .store import serve_store
 
     process = multiprocessing.get_context("spawn").Process(
@@ -103,7 +104,7 @@ def _start_store_writer(settings: Settings, socket_path: Path) -> object | None:
     deadline = time.monotonic() + 15
     while not socket_path.exists():
         if not process.is_alive() or time.monotonic() > deadline:
-            print(f"ccproxy: the request log writer did not start ({settings.db_path})", file=sys.stderr)
+            print(f"ccproxy: the request log writer did not start ({describe(settings.db_path)})", file=sys.stderr)
             process.kill()
             return None
         time.sleep(0.02)

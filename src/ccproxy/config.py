@@ -61,6 +61,16 @@ SETTINGS: tuple[Setting, ...] = (
         "<CCPROXY_DATA_DIR>/ccproxy.db",
         "SQLite request log and dashboard settings ('off': no request store, no dashboard data)",
     ),
+    Setting(
+        "DATABASE_URL",
+        None,
+        "PostgreSQL for the request log instead of SQLite (postgresql://user:pass@host/db; needs ccproxy[postgres])",
+    ),
+    Setting(
+        "REDIS_URL",
+        None,
+        "Redis shared by proxies for the cache, in-flight de-duplication, rate limits and circuits (ccproxy[redis])",
+    ),
     Setting("CCPROXY_LOG_BODIES", "off", "store request and response bodies in the request log (secrets redacted)"),
     Setting("CCPROXY_LOG_BODY_MAX_BYTES", "65536", "longest body stored per request and direction (cut beyond)"),
     Setting("CCPROXY_LOG_RETENTION_DAYS", "30", "logged requests older than this are deleted (0: keep)"),
@@ -176,7 +186,8 @@ class Settings:
     cache_max_entries: int = 1000
     cache_max_bytes: int = 64 * 1024 * 1024
     drain_timeout: float = 30.0
-    db_path: Path | None = None  # None: no request store
+    db_path: Path | str | None = None  # None: no request store; a str: a PostgreSQL URL
+    redis_url: str | None = None  # shared cache, rate windows and circuits (shared.py)
     log_bodies: bool = False
     log_body_max_bytes: int = 65536
     log_retention_days: float = 30.0
@@ -299,7 +310,8 @@ class Settings:
             cache_max_entries=_number(get, "CCPROXY_CACHE_MAX_ENTRIES", "1000", int, 1),
             cache_max_bytes=_number(get, "CCPROXY_CACHE_MAX_BYTES", "67108864", int, 1024),
             drain_timeout=_number(get, "CCPROXY_DRAIN_TIMEOUT", "30", float, 0),
-            db_path=_path(get("CCPROXY_DB_PATH"), data_dir / "ccproxy.db"),
+            db_path=_database(get("DATABASE_URL"), _path(get("CCPROXY_DB_PATH"), data_dir / "ccproxy.db")),
+            redis_url=_redis_url(get("REDIS_URL")),
             log_bodies=_switch(get, "CCPROXY_LOG_BODIES", "off"),
             log_body_max_bytes=_number(get, "CCPROXY_LOG_BODY_MAX_BYTES", "65536", int, 0),
             log_retention_days=_number(get, "CCPROXY_LOG_RETENTION_DAYS", "30", float, 0),
@@ -364,6 +376,21 @@ def _number(
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise ConfigError(f"{name} must be {bound}, got {raw!r}")
     return value
+
+
+def _database(url: str | None, path: Path | None) -> Path | str | None:
+    """DATABASE_URL (PostgreSQL) replaces the SQLite file, unless the store is off."""
+    if not url or path is None:
+        return path
+    if not url.startswith(("postgres://", "postgresql://")):
+        raise ConfigError("DATABASE_URL must be a postgresql:// URL (the SQLite store needs no URL)")
+    return url
+
+
+def _redis_url(url: str | None) -> str | None:
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+    return url or None
 
 
 def _path(value: str | None, default: Path) -> Path | None:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from .errors import ProxyError, invalid_request
-from .store import connect
+from .store import DB_ERRORS, connect
 
 MAX_PAGE = 1000  # largest page of /api/requests
 MAX_SUMMARY = 100_000  # "limit=0 (unlimited)" of /api/requests/summary is capped here
@@ -75,7 +75,7 @@ def _like(text: str) -> str:
 
 
 class Dashboard:
-    def __init__(self, db_path: Path | None) -> None:
+    def __init__(self, db_path: Path | str | None) -> None:
         self.db_path = db_path
         self._local = threading.local()
 
@@ -83,11 +83,11 @@ class Dashboard:
         if self.db_path is None:
             raise ProxyError(503, "the request log is off (CCPROXY_DB_PATH=off)", "api_error")
         conn = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None or not getattr(conn, "alive", True):  # (a PostgreSQL session can break)
             try:
                 conn = connect(self.db_path)
                 conn.execute("SELECT 1 FROM requests LIMIT 0")
-            except sqlite3.Error as exc:
+            except DB_ERRORS as exc:
                 raise ProxyError(503, f"the request log is unavailable: {exc}", "api_error") from None
             conn.row_factory = sqlite3.Row
             self._local.conn = conn
@@ -115,17 +115,17 @@ class Dashboard:
         few beats sorting every match (SQLite's plan for an IN with ORDER BY), which cost half a
         second at a million rows."""
         wanted = offset + limit
-        candidates: dict[int, float] = {}
+        candidates: dict[str, float] = {}
         for name in names:
-            for rowid, ts in conn.execute(
-                "SELECT rowid, ts FROM requests WHERE model = ? ORDER BY ts DESC LIMIT ?", (name, wanted)
+            for request_id, ts in conn.execute(
+                "SELECT id, ts FROM requests WHERE model = ? ORDER BY ts DESC LIMIT ?", (name, wanted)
             ):
-                candidates[rowid] = ts
+                candidates[request_id] = ts
         chosen = sorted(candidates, key=lambda r: candidates[r], reverse=True)[offset:wanted]
         if not chosen:
             return []
         marks = ", ".join("?" * len(chosen))
-        return conn.execute(f"SELECT * FROM requests WHERE rowid IN ({marks}) ORDER BY ts DESC", chosen).fetchall()
+        return conn.execute(f"SELECT * FROM requests WHERE id IN ({marks}) ORDER BY ts DESC", chosen).fetchall()
 
     def delete_requests(self) -> dict[str, Any]:
         conn = self._conn()
@@ -163,7 +163,7 @@ class Dashboard:
         conn = self._conn()
         row = conn.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
         if row is None and len(request_id) >= 4:
-            # a short id: the start of an id (the dashboard shows the 10 characters after "req_"),
+            # a short id: the start of an id (the dashboard shows the 14 characters after "req_"),
             # found through the primary key's index
             prefix = request_id if request_id.startswith("req_") else "req_" + request_id
             rows = conn.execute(
@@ -190,7 +190,7 @@ class Dashboard:
         requested = [name for name, routed in found if not routed]
         names, column = (requested, "model") if requested else ([n for n, _ in found], "routed_model")
         if not names:
-            return "WHERE 0", []
+            return "WHERE 1 = 0", []
         return f"WHERE {column} IN ({', '.join('?' * len(names))})", names
 
     # --- statistics (from the roll-ups) ----------------------------------------------------------
@@ -238,7 +238,7 @@ class Dashboard:
                 part("usage_minutes", "minute", 1, lo, hour_lo * 60)  # type: ignore[operator]
             if hi is not None and hour_hi * 60 < hi:  # type: ignore[operator]
                 part("usage_minutes", "minute", 1, hour_hi * 60, hi)  # type: ignore[operator]
-        return "(" + " UNION ALL ".join(parts) + ")", args
+        return "(" + " UNION ALL ".join(parts) + ") AS usage", args
 
     def stats(self, start: float | None, end: float | None, model: str | None, org: str | None) -> dict[str, Any]:
         source, args = self._usage(start, end, model, org)

@@ -27,7 +27,12 @@ from typing import Any
 
 import orjson
 
+from . import pg
+
 log = logging.getLogger("ccproxy.store")
+
+# what a failing database raises, whichever engine it is
+DB_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, *pg.errors())
 
 QUEUE_SIZE = 20_000
 FLUSH_INTERVAL = 0.1
@@ -100,6 +105,71 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
+# The same schema for PostgreSQL (DATABASE_URL), version for version: wider integer types,
+# ``id`` in the C collation (prefix lookups by range, byte order like SQLite's), no WITHOUT ROWID.
+PG_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE requests (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        ts DOUBLE PRECISION NOT NULL,
+        model TEXT,
+        routed_model TEXT,
+        upstream TEXT,
+        status INTEGER,
+        latency_ms BIGINT,
+        streaming INTEGER NOT NULL DEFAULT 0,
+        error_type TEXT,
+        stop_reason TEXT,
+        input_tokens BIGINT NOT NULL DEFAULT 0,
+        output_tokens BIGINT NOT NULL DEFAULT 0,
+        cache_read_tokens BIGINT NOT NULL DEFAULT 0,
+        cache_creation_tokens BIGINT NOT NULL DEFAULT 0,
+        message_count INTEGER,
+        conversation_hash TEXT,
+        organization_id TEXT,
+        detail TEXT
+    );
+    CREATE INDEX requests_ts ON requests (ts);
+    CREATE INDEX requests_model_ts ON requests (model, ts);
+    CREATE TABLE usage_minutes (
+        minute BIGINT NOT NULL,
+        model TEXT NOT NULL,
+        org TEXT NOT NULL,
+        requests BIGINT NOT NULL,
+        input_tokens BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        cache_read_tokens BIGINT NOT NULL,
+        cache_creation_tokens BIGINT NOT NULL,
+        latency_ms_sum BIGINT NOT NULL,
+        errors BIGINT NOT NULL,
+        PRIMARY KEY (minute, model, org)
+    );
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated DOUBLE PRECISION NOT NULL);
+    """,
+    """
+    CREATE TABLE usage_hours (
+        hour BIGINT NOT NULL,
+        model TEXT NOT NULL,
+        org TEXT NOT NULL,
+        requests BIGINT NOT NULL,
+        input_tokens BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        cache_read_tokens BIGINT NOT NULL,
+        cache_creation_tokens BIGINT NOT NULL,
+        latency_ms_sum BIGINT NOT NULL,
+        errors BIGINT NOT NULL,
+        PRIMARY KEY (hour, model, org)
+    );
+    INSERT INTO usage_hours
+        SELECT minute / 60, model, org, sum(requests), sum(input_tokens), sum(output_tokens),
+               sum(cache_read_tokens), sum(cache_creation_tokens), sum(latency_ms_sum), sum(errors)
+        FROM usage_minutes GROUP BY minute / 60, model, org;
+    CREATE TABLE model_names (name TEXT NOT NULL, routed INTEGER NOT NULL, PRIMARY KEY (name, routed));
+    INSERT INTO model_names SELECT DISTINCT model, 0 FROM requests WHERE model IS NOT NULL;
+    INSERT INTO model_names SELECT DISTINCT routed_model, 1 FROM requests WHERE routed_model IS NOT NULL;
+    """,
+)
+
 # Columns are what is filtered, sorted or summed; the rest of a record (endpoint, user agent,
 # rate-limit headers, bodies, …) goes into one JSON ``detail`` column, since every bound column
 # costs on each insert (36 columns measured 7.7 µs a row, 20 columns 3 µs).
@@ -144,21 +214,22 @@ DETAIL_KEYS = (
     "response_body",
 )
 _ROW_MARKS = f"({', '.join('?' * (len(COLUMNS) + 1))})"
-_INSERT_PREFIX = f"INSERT OR IGNORE INTO requests ({', '.join(COLUMNS)}, detail) VALUES "
+_INSERT_PREFIX = f"INSERT INTO requests ({', '.join(COLUMNS)}, detail) VALUES "
+_INSERT_SUFFIX = " ON CONFLICT DO NOTHING"  # a record sent twice is stored once
 _ROLLUP_TEMPLATE = """
     INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT ({key}, model, org) DO UPDATE SET
-        requests = requests + excluded.requests,
-        input_tokens = input_tokens + excluded.input_tokens,
-        output_tokens = output_tokens + excluded.output_tokens,
-        cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens,
-        cache_creation_tokens = cache_creation_tokens + excluded.cache_creation_tokens,
-        latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum,
-        errors = errors + excluded.errors
+        requests = {table}.requests + excluded.requests,
+        input_tokens = {table}.input_tokens + excluded.input_tokens,
+        output_tokens = {table}.output_tokens + excluded.output_tokens,
+        cache_read_tokens = {table}.cache_read_tokens + excluded.cache_read_tokens,
+        cache_creation_tokens = {table}.cache_creation_tokens + excluded.cache_creation_tokens,
+        latency_ms_sum = {table}.latency_ms_sum + excluded.latency_ms_sum,
+        errors = {table}.errors + excluded.errors
 """
 _ROLLUP = _ROLLUP_TEMPLATE.format(table="usage_minutes", key="minute")
 _ROLLUP_HOURS = _ROLLUP_TEMPLATE.format(table="usage_hours", key="hour")
-_NAMES = "INSERT OR IGNORE INTO model_names VALUES (?, ?)"
+_NAMES = "INSERT INTO model_names VALUES (?, ?) ON CONFLICT DO NOTHING"
 # anthropic-ratelimit-* response headers → columns (numbers where Anthropic sends numbers)
 RATELIMIT_HEADERS: dict[str, tuple[str, type]] = {
     "anthropic-ratelimit-requests-limit": ("rl_requests_limit", int),
@@ -176,7 +247,11 @@ RATELIMIT_HEADERS: dict[str, tuple[str, type]] = {
 }
 
 
-def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+def connect(path: Path | str, readonly: bool = False) -> Any:
+    """A connection to the store: a SQLite file, or PostgreSQL for a postgresql:// URL (a
+    ``pg.Connection``, which runs the same statements)."""
+    if pg.is_url(path):
+        return pg.Connection(str(path))
     uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
     conn = sqlite3.connect(uri, uri=True, timeout=10.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 10000")
@@ -186,14 +261,17 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def migrate(conn: sqlite3.Connection) -> int:
+def migrate(conn: Any) -> int:
     """Apply the migrations this database has not seen; returns the schema version."""
+    postgres = isinstance(conn, pg.Connection)
     conn.execute("BEGIN IMMEDIATE")  # one process migrates, the others wait and see it done
     try:
+        if postgres:  # PostgreSQL's equivalent of SQLite's immediate write lock
+            conn.execute("SELECT pg_advisory_xact_lock(7311531)")
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
         version = row[0] or 0
-        for number, script in enumerate(MIGRATIONS, start=1):
+        for number, script in enumerate(PG_MIGRATIONS if postgres else MIGRATIONS, start=1):
             if number > version:
                 for statement in script.split(";"):
                     if statement.strip():
@@ -224,12 +302,12 @@ INSERT_ROWS = 500  # rows per INSERT statement (18 parameters each, under SQLite
 _COL = {name: i for i, name in enumerate(COLUMNS)}
 
 
-def write_batch(conn: sqlite3.Connection, batch: list[dict[str, Any]]) -> None:
+def write_batch(conn: Any, batch: list[dict[str, Any]]) -> None:
     """Insert request records (dicts) and add them to the roll-ups, in one transaction."""
     write_rows(conn, [row_from(r) for r in batch])
 
 
-def write_rows(conn: sqlite3.Connection, rows: list[Any]) -> None:
+def write_rows(conn: Any, rows: list[Any]) -> None:
     """Insert rows (``row_from`` order) and add them to the roll-ups, in one transaction.
 
     Rows go in multi-row INSERTs and the roll-ups are summed here first, so a batch costs a
@@ -237,6 +315,8 @@ def write_rows(conn: sqlite3.Connection, rows: list[Any]) -> None:
     the GIL around every statement step, and one step per row made threads hand the GIL back
     and forth for every request.
     """
+    if isinstance(conn, pg.Connection):  # PostgreSQL's text cannot hold NUL characters
+        rows = [[v.replace("\x00", "") if isinstance(v, str) else v for v in r] for r in rows]
     ts, model, org = _COL["ts"], _COL["model"], _COL["organization_id"]
     status, error = _COL["status"], _COL["error_type"]
     tokens = [_COL[c] for c in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")]
@@ -271,18 +351,18 @@ def write_rows(conn: sqlite3.Connection, rows: list[Any]) -> None:
         for start in range(0, len(rows), INSERT_ROWS):
             chunk = rows[start : start + INSERT_ROWS]
             values = [value for r in chunk for value in r]
-            conn.execute(_INSERT_PREFIX + ", ".join([_ROW_MARKS] * len(chunk)), values)
+            conn.execute(_INSERT_PREFIX + ", ".join([_ROW_MARKS] * len(chunk)) + _INSERT_SUFFIX, values)
         conn.executemany(_ROLLUP, [(*key, *total) for key, total in sums.items()])
         conn.executemany(_ROLLUP_HOURS, [(*key, *total) for key, total in hours.items()])
         conn.executemany(_NAMES, list(names))
         conn.execute("COMMIT")
     except BaseException:
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(*DB_ERRORS):
             conn.execute("ROLLBACK")
         raise
 
 
-def retain(conn: sqlite3.Connection, retention_days: float, max_bytes: int) -> None:
+def retain(conn: Any, retention_days: float, max_bytes: int) -> None:
     """Delete what is older than the retention, then the oldest rows beyond the size bound."""
     try:
         if retention_days > 0:
@@ -290,29 +370,35 @@ def retain(conn: sqlite3.Connection, retention_days: float, max_bytes: int) -> N
             conn.execute("DELETE FROM requests WHERE ts < ?", (cutoff,))
             conn.execute("DELETE FROM usage_minutes WHERE minute < ?", (int(cutoff // 60),))
             conn.execute("DELETE FROM usage_hours WHERE hour < ?", (int(cutoff // 3600),))
-        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-        used = (pages - free) * page_size
+        postgres = isinstance(conn, pg.Connection)
+        if postgres:
+            used = conn.execute("SELECT pg_total_relation_size('requests')").fetchone()[0]
+        else:
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            used = (pages - free) * page_size
         if used > max_bytes:
             # drop the oldest rows (by count, in proportion to the excess plus 10 %)
             total = conn.execute("SELECT count(*) FROM requests").fetchone()[0]
             excess = min(total, int(total * ((used - max_bytes) / used + 0.1)) + 1)
             conn.execute("DELETE FROM requests WHERE id IN (SELECT id FROM requests ORDER BY ts LIMIT ?)", (excess,))
             log.info("request log: over %d bytes, removed the %d oldest requests", max_bytes, excess)
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-    except sqlite3.Error as exc:
+        if not postgres:  # (PostgreSQL's autovacuum reclaims the space)
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    except DB_ERRORS as exc:
         log.error("request log: retention failed: %s", exc)
 
 
 class RequestStore:
-    def __init__(self, path: Path, retention_days: float = 30.0, max_bytes: int = 1 << 30) -> None:
+    def __init__(self, path: Path | str, retention_days: float = 30.0, max_bytes: int = 1 << 30) -> None:
         self.path = path
         self.retention_days = retention_days
         self.max_bytes = max_bytes
         self.dropped = 0
         self.written = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not pg.is_url(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
         conn = connect(path)
         try:
             self.version = migrate(conn)
@@ -363,22 +449,22 @@ class RequestStore:
         finally:
             conn.close()
 
-    def _write(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+    def _write(self, conn: Any, batch: list[Any]) -> None:
         try:
             write_rows(conn, batch)
             self.written += len(batch)
-        except sqlite3.Error as exc:
+        except DB_ERRORS as exc:
             self.dropped += len(batch)
             log.error("request log: cannot write %d record(s): %s", len(batch), exc)
 
-    def _retain(self, conn: sqlite3.Connection) -> None:
+    def _retain(self, conn: Any) -> None:
         retain(conn, self.retention_days, self.max_bytes)
 
 
 # --- settings (small; read and written by the dashboard handlers of any worker) ---------------------
 
 
-def get_setting(path: Path, key: str) -> tuple[str, float] | None:
+def get_setting(path: Path | str, key: str) -> tuple[str, float] | None:
     conn = connect(path)
     try:
         row = conn.execute("SELECT value, updated FROM settings WHERE key = ?", (key,)).fetchone()
@@ -387,7 +473,7 @@ def get_setting(path: Path, key: str) -> tuple[str, float] | None:
     return (row[0], row[1]) if row else None
 
 
-def put_setting(path: Path, key: str, value: str) -> float:
+def put_setting(path: Path | str, key: str, value: str) -> float:
     now = time.time()
     conn = connect(path)
     try:
@@ -427,14 +513,16 @@ def serve_store(db_path: str, socket_path: str, retention_days: float, max_bytes
     # gaps (the workers' buffers are bounded; what does not fit is dropped and counted).
     with contextlib.suppress(OSError):
         os.nice(10)
-    path = Path(db_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path: Path | str = db_path if pg.is_url(db_path) else Path(db_path)
+    if isinstance(path, Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     conn = connect(path)
     migrate(conn)
-    # The only writer: a bigger page cache and rarer checkpoints (each copies the WAL's pages
-    # back and syncs) make a batch's index updates touch fewer pages.
-    conn.execute("PRAGMA cache_size = -65536")
-    conn.execute("PRAGMA wal_autocheckpoint = 10000")
+    if isinstance(path, Path):
+        # The only writer: a bigger page cache and rarer checkpoints (each copies the WAL's
+        # pages back and syncs) make a batch's index updates touch fewer pages.
+        conn.execute("PRAGMA cache_size = -65536")
+        conn.execute("PRAGMA wal_autocheckpoint = 10000")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -452,11 +540,14 @@ def serve_store(db_path: str, socket_path: str, retention_days: float, max_bytes
     stopping_since: float | None = None
 
     def flush() -> None:
-        nonlocal rows
+        nonlocal rows, conn
         if rows:
             try:
+                if not getattr(conn, "alive", True):  # PostgreSQL went away: reconnect (a SQLite file stays)
+                    conn.close()
+                    conn = connect(path)
                 write_rows(conn, rows)
-            except sqlite3.Error as exc:
+            except DB_ERRORS as exc:
                 log.error("request log: cannot write %d record(s): %s", len(rows), exc)
             rows = []
 

@@ -1,5 +1,8 @@
 """The request log store and the dashboard APIs against a real server with a populated store
-(issue 8): shapes of seed 001, pagination, filters, bad parameters, auth, header rules, secrets."""
+(issue 8): shapes of seed 001, pagination, filters, bad parameters, auth, header rules, secrets.
+
+Every test runs twice: on the embedded SQLite store and on PostgreSQL (DATABASE_URL, a real
+server on loopback, issue 10); the assertions are the same."""
 
 from __future__ import annotations
 
@@ -79,15 +82,35 @@ def projects(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def backend(request) -> str:
+    return request.param
+
+
+def _store_env(backend: str, request) -> dict[str, str]:
+    if backend == "sqlite":
+        return {}
+    return {"DATABASE_URL": request.getfixturevalue("postgres_server").new_database()}
+
+
+@pytest.fixture
+def store_env(backend, request) -> dict[str, str]:
+    """The proxy's environment for the store under test: a fresh PostgreSQL database each time."""
+    return _store_env(backend, request)
+
+
 @pytest.fixture(scope="module")
-def logged(mock_upstream, tmp_path_factory, projects):
+def logged(mock_upstream, tmp_path_factory, projects, backend, request):
     data = tmp_path_factory.mktemp("dashboard")
+    env = _store_env(backend, request)
     proxy = start_proxy(
         mock_upstream.base,
         data,
         CCPROXY_LOG_BODIES="on",
         CLAUDE_PROJECTS_DIR=str(projects),
+        **env,
     )
+    proxy.database_url = env.get("DATABASE_URL")
     client = proxy.client()
     key = mock_upstream.script({"json": completion("logged answer")})
     for i in range(3):
@@ -116,7 +139,7 @@ def logged(mock_upstream, tmp_path_factory, projects):
     ) as resp:
         resp.read()
     # History from earlier days and an Anthropic organization, written as a second process would.
-    store = RequestStore(data / "ccproxy.db")
+    store = RequestStore(proxy.database_url or data / "ccproxy.db")
     for day in (1, 2):
         for n in range(2):
             store.add(
@@ -178,7 +201,7 @@ def test_one_request_by_full_or_short_id_with_redacted_body(logged):
     listed = get(logged, "/api/requests", model="sonnet", limit=1).json()["requests"][0]
     full = get(logged, f"/api/requests/{listed['requestId']}").json()
     assert full["fullId"] == listed["requestId"]
-    short = get(logged, f"/api/requests/{listed['requestId'][4:14]}").json()
+    short = get(logged, f"/api/requests/{listed['requestId'][4:18]}").json()
     assert short["fullId"] == listed["requestId"]
     request = full["request"]
     assert request["usage"] == {
@@ -330,12 +353,12 @@ def test_header_rules_are_validated_persisted_and_applied_live(logged, mock_upst
     httpx.put(f"{logged.base}/api/settings", json={"requestHeaderRules": [], "responseHeaderRules": []})
 
 
-def test_settings_survive_a_restart(mock_upstream, tmp_path):
-    proxy = start_proxy(mock_upstream.base, tmp_path)
+def test_settings_survive_a_restart(mock_upstream, tmp_path, store_env):
+    proxy = start_proxy(mock_upstream.base, tmp_path, **store_env)
     rules = {"requestHeaderRules": [{"header": "x-kept", "action": "set", "value": "1"}], "responseHeaderRules": []}
     assert httpx.put(f"{proxy.base}/api/settings", json=rules).status_code == 200
     stop_proxy(proxy)
-    again = start_proxy(mock_upstream.base, tmp_path)
+    again = start_proxy(mock_upstream.base, tmp_path, **store_env)
     try:
         assert httpx.get(f"{again.base}/api/settings").json()["requestHeaderRules"][0]["header"] == "x-kept"
         key = mock_upstream.script({"json": completion("kept")})
@@ -347,8 +370,8 @@ def test_settings_survive_a_restart(mock_upstream, tmp_path):
         stop_proxy(again)
 
 
-def test_delete_requests(mock_upstream, tmp_path):
-    proxy = start_proxy(mock_upstream.base, tmp_path)
+def test_delete_requests(mock_upstream, tmp_path, store_env):
+    proxy = start_proxy(mock_upstream.base, tmp_path, **store_env)
     try:
         key = mock_upstream.script({"json": completion("x")})
         proxy.client().messages.create(
@@ -369,8 +392,8 @@ def test_delete_requests(mock_upstream, tmp_path):
 # --- auth ----------------------------------------------------------------------------------------------
 
 
-def test_dashboard_password_guards_api_and_page_but_not_the_proxy(mock_upstream, tmp_path):
-    proxy = start_proxy(mock_upstream.base, tmp_path, DASHBOARD_PASSWORD="open sesame")
+def test_dashboard_password_guards_api_and_page_but_not_the_proxy(mock_upstream, tmp_path, store_env):
+    proxy = start_proxy(mock_upstream.base, tmp_path, DASHBOARD_PASSWORD="open sesame", **store_env)
     try:
         for path in ("/api/stats", "/api/requests", "/dashboard", "/dashboard/dashboard.js", "/api/settings"):
             resp = httpx.get(f"{proxy.base}{path}")
@@ -391,8 +414,8 @@ def test_dashboard_password_guards_api_and_page_but_not_the_proxy(mock_upstream,
         stop_proxy(proxy)
 
 
-def test_client_api_keys(mock_upstream, tmp_path):
-    proxy = start_proxy(mock_upstream.base, tmp_path, CCPROXY_CLIENT_API_KEYS=f"other-key,{CLIENT_KEY}")
+def test_client_api_keys(mock_upstream, tmp_path, store_env):
+    proxy = start_proxy(mock_upstream.base, tmp_path, CCPROXY_CLIENT_API_KEYS=f"other-key,{CLIENT_KEY}", **store_env)
     try:
         key = mock_upstream.script({"json": completion("allowed")})
         assert (
@@ -423,10 +446,21 @@ def test_no_key_reaches_the_store_logs_or_any_api_response(logged):
     time.sleep(0.3)
     secrets = (UPSTREAM_KEY, CLIENT_KEY, SECRET_IN_PROMPT, "session-secret-id-123")
     files = [p for p in logged.data_dir.iterdir() if p.is_file() and p.name != "stdout.log"]
-    assert any(p.name.startswith("ccproxy.db") for p in files)
-    for path in files:
+    if logged.database_url is None:
+        assert any(p.name.startswith("ccproxy.db") for p in files)
+    else:  # every table's rows, as text
+        import psycopg
+
+        with psycopg.connect(logged.database_url) as conn:
+            tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+            assert "requests" in tables
+            dump = "".join(str(conn.execute(f"SELECT * FROM {t}").fetchall()) for t in tables)
+        assert "claude-sonnet-5" in dump
+        for secret in (*secrets, "pg-secret-password-123"):
+            assert secret not in dump
+    for path in [*files, logged.data_dir / "stdout.log"]:
         data = path.read_bytes()
-        for secret in secrets:
+        for secret in (*secrets, "pg-secret-password-123"):
             assert secret.encode() not in data, f"{secret[:12]}… found in {path.name}"
     bodies = []
     for path in ("/api/requests?limit=100", "/api/requests/summary", "/api/stats", "/api/settings", "/v1/metrics"):
@@ -438,8 +472,8 @@ def test_no_key_reaches_the_store_logs_or_any_api_response(logged):
             assert secret not in text
 
 
-def test_several_workers_share_one_log_and_the_settings(mock_upstream, tmp_path):
-    proxy = start_proxy(mock_upstream.base, tmp_path, WEB_CONCURRENCY="2")
+def test_several_workers_share_one_log_and_the_settings(mock_upstream, tmp_path, store_env):
+    proxy = start_proxy(mock_upstream.base, tmp_path, WEB_CONCURRENCY="2", **store_env)
     try:
         key = mock_upstream.script({"json": completion("many")})
         workers = set()

@@ -27,7 +27,7 @@ function el(tag, attrs, ...children) {
 
 const fmt = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString());
 const time = (iso) => (iso ? new Date(iso).toLocaleString() : "–");
-const shortId = (id) => (id || "").slice(4, 14); // after "req_": the API finds it by prefix
+const shortId = (id) => (id || "").slice(4, 18); // ms time + 3 random digits; the API finds any prefix
 
 // --- cards (from /v1/metrics) ---------------------------------------------------------------
 async function loadCards() {

@@ -1,0 +1,107 @@
+"""PostgreSQL for the request log (DATABASE_URL=postgresql://…), through psycopg 3.
+
+``store.py`` and ``dashboard.py`` speak SQLite's SQL with ``?`` parameters. Rather than keep two
+copies of every query, a PostgreSQL connection is wrapped so that the same statements run on
+it: ``translate`` rewrites the few constructs that differ (parameters, LIKE's case rule, BEGIN
+IMMEDIATE, SQLite's date function) once per statement text, and rows come back addressable by
+index and by name like ``sqlite3.Row``, with PostgreSQL's NUMERIC sums as plain ints. The
+schema itself has its own migrations (``store.PG_MIGRATIONS``), since DDL differs the most.
+
+Connections use autocommit, so ``BEGIN`` / ``COMMIT`` statements delimit transactions exactly
+as on SQLite.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Any
+
+try:
+    import psycopg
+except ImportError:  # pragma: no cover - the optional extra is missing
+    psycopg = None  # type: ignore[assignment]
+
+_DATE = re.compile(r"date\(([^()]*(?:\([^()]*\))?[^()]*), 'unixepoch'\)")
+_translated: dict[str, str] = {}
+
+
+def is_url(target: object) -> bool:
+    return isinstance(target, str) and target.startswith(("postgres://", "postgresql://"))
+
+
+def describe(target: object) -> str:
+    """A store location fit for logs: a URL's password is left out."""
+    text = str(target)
+    if not is_url(text):
+        return text
+    scheme, _, rest = text.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    return f"{scheme}://{credentials.split(':', 1)[0]}@{host}" if at else text
+
+
+def translate(sql: str) -> str:
+    """SQLite's dialect (as this project writes it) → PostgreSQL's. Cached per statement text."""
+    out = _translated.get(sql)
+    if out is None:
+        out = sql.replace("%", "%%").replace("?", "%s")  # no literal '?' in our statements
+        out = out.replace("BEGIN IMMEDIATE", "BEGIN")
+        out = out.replace(" LIKE ", " ILIKE ")  # SQLite's LIKE ignores ASCII case
+        out = _DATE.sub(r"to_char(to_timestamp(\1) AT TIME ZONE 'UTC', 'YYYY-MM-DD')", out)
+        if len(_translated) < 4096:
+            _translated[sql] = out
+    return out
+
+
+class Row(tuple):  # type: ignore[type-arg]
+    """A result row readable as ``row[0]`` and ``row["name"]`` (like ``sqlite3.Row``)."""
+
+    _names: dict[str, int]
+
+    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._names[key])
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self._names)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):  # sum() over BIGINT is NUMERIC in PostgreSQL
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def _row_factory(cursor: Any) -> Any:
+    description = cursor.description or []
+    kind = type("Row", (Row,), {"_names": {d.name: i for i, d in enumerate(description)}})
+    return lambda values: kind(_plain(v) for v in values)
+
+
+class Connection:
+    """The subset of ``sqlite3.Connection`` the store and the dashboard use."""
+
+    def __init__(self, url: str) -> None:
+        if psycopg is None:
+            raise RuntimeError("DATABASE_URL needs psycopg 3: pip install 'ccproxy[postgres]'")
+        self._conn = psycopg.connect(url, autocommit=True, row_factory=_row_factory, connect_timeout=10)
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        return self._conn.execute(translate(sql), tuple(params))
+
+    def executemany(self, sql: str, seq: Any) -> Any:
+        cursor = self._conn.cursor()
+        cursor.executemany(translate(sql), list(seq))
+        return cursor
+
+    @property
+    def alive(self) -> bool:
+        return not (self._conn.closed or self._conn.broken)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def errors() -> tuple[type[BaseException], ...]:
+    return (psycopg.Error,) if psycopg is not None else ()
