@@ -53,6 +53,7 @@ from .serving import (
     serve_asgi,
     serve_rsgi,
 )
+from .shared import CIRCUIT_SYNC, Shared, Unavailable
 from .store import DB_ERRORS, RATELIMIT_HEADERS, RequestStore, StoreClient, get_setting, put_setting
 from .translate.chat_response import PING_EVENT, error_event
 from .upstream.anthropic import AnthropicUpstream
@@ -133,8 +134,11 @@ class ProxyApp:
             settings.max_retries, settings.retry_base_delay, settings.retry_max_delay, settings.retry_max_after
         )
         self.retry_budget = RetryBudget(settings.retry_budget)
+        # Redis for state several processes share (shared.py); None: each keeps its own
+        self.shared = Shared(settings.redis_url) if settings.redis_url else None
+        self._circuit_task: asyncio.Task[None] | None = None
         self.cache = (
-            ResponseCache(settings.cache_max_entries, settings.cache_max_bytes, settings.cache_ttl)
+            ResponseCache(settings.cache_max_entries, settings.cache_max_bytes, settings.cache_ttl, self.shared)
             if settings.cache
             else None
         )
@@ -147,7 +151,12 @@ class ProxyApp:
         if settings.rpm or settings.tpm:
             for name in self._upstream_names():
                 self.limiters[name] = RateLimiter(
-                    settings.rpm, settings.tpm, settings.rate_queue, settings.rate_max_wait
+                    settings.rpm,
+                    settings.tpm,
+                    settings.rate_queue,
+                    settings.rate_max_wait,
+                    shared=self.shared,
+                    name=name,
                 )
         # Request ids: unique per process without a syscall per request.
         self.routes: dict[tuple[str, str], Handler] = {
@@ -316,11 +325,33 @@ class ProxyApp:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             # the ccproxy main process sends SIGUSR1 when it got SIGTERM (see cli.py)
             asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.start_drain)
+        if self.shared is not None:
+            await self.shared.start()
+            self._circuit_task = asyncio.get_running_loop().create_task(self._sync_circuits())
         # Verify the shipped encoding now (a corrupt install fails at start); build it lazily on
         # the first count_tokens, since it costs ~25 MB per worker that many never need.
         await asyncio.to_thread(tokens.verify_encoding_file)
 
+    async def _sync_circuits(self) -> None:
+        """Adopt the circuit states other processes pushed to Redis."""
+        assert self.shared is not None
+        names = self._upstream_names()
+        while True:
+            await asyncio.sleep(CIRCUIT_SYNC)
+            if not self.shared.up:
+                continue
+            try:
+                states = await self.shared.circuit_states(names)
+            except Unavailable:
+                continue
+            for name, (failures, open_for) in states.items():
+                self.breaker(name).adopt(failures, open_for)
+
     async def shutdown(self) -> None:
+        if self._circuit_task is not None:
+            self._circuit_task.cancel()
+        if self.shared is not None:
+            await self.shared.close()
         if self._settings_task is not None:
             self._settings_task.cancel()
         for adapter in self._adapters.values():
@@ -606,6 +637,11 @@ class ProxyApp:
         if breaker is None:
             s = self.settings
             breaker = self.breakers[upstream] = CircuitBreaker(s.circuit_threshold, s.circuit_cooldown)
+            shared = self.shared
+            if shared is not None:
+                breaker.on_record = lambda fault: shared.circuit_push(
+                    upstream, fault, s.circuit_threshold, s.circuit_cooldown
+                )
         return breaker
 
     # --- in-flight accounting and drain --------------------------------------------------------
@@ -723,6 +759,7 @@ class ProxyApp:
             "refused": self.retry_budget.exhausted,
         }
         data["cache"] = self.cache.stats() if self.cache is not None else {"enabled": False}
+        data["shared"] = self.shared.stats() if self.shared is not None else {"backend": "local"}
         data["native"] = {"implementation": _native.IMPLEMENTATION, "modules": dict(_native.IMPLEMENTATIONS)}
         if self.store is not None:  # this worker's records: handed on, and dropped (queue full, no writer)
             data["request_log"] = {"written": self.store.written, "dropped": self.store.dropped}
@@ -753,7 +790,7 @@ class ProxyApp:
         return Response(200, orjson.dumps(self.cache.stats() if self.cache is not None else {"enabled": False}))
 
     async def cache_clear(self, req: Request) -> Response:
-        cleared = self.cache.clear() if self.cache is not None else 0
+        cleared = await self.cache.clear() if self.cache is not None else 0
         return Response(200, orjson.dumps({"cleared": cleared, "enabled": self.cache is not None}))
 
     # --- dashboard APIs (dashboard.py, conversations.py; shapes of seed 001) ----------------------

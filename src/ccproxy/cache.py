@@ -6,22 +6,32 @@ serves it. Identical concurrent requests share one upstream call: the first one 
 fetches, the others await its future. A failed fetch is never stored and its outcome (the error
 response or exception) is handed to the waiters at once, so nobody waits on a call that already
 ended. A leader whose client disconnects keeps fetching for the waiters only if any exist.
+
+With Redis (REDIS_URL, ``shared.py``) the entries live there instead and the de-duplication
+spans processes: within a process the flight is the same; across processes the flight that
+takes Redis' lock fetches and the others wait for its answer (or its failure). Whenever Redis
+is unreachable the local store and flights take over, so a request never fails because of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._native import LRUCache, cache_key
+from .errors import ProxyError
 from .serving import Response
+from .shared import Shared, Unavailable
 
 
 class _Flight:
     __slots__ = ("task", "waiters")
 
-    def __init__(self, task: asyncio.Future[Response]) -> None:
+    def __init__(self, task: asyncio.Future[tuple[Response, str]]) -> None:
         self.task = task
         self.waiters = 0
 
@@ -30,11 +40,16 @@ ENTRY_OVERHEAD = 256  # bytes counted per entry beyond its body (key, node, resp
 
 
 class ResponseCache:
-    def __init__(self, max_entries: int, max_bytes: int, ttl: float) -> None:
+    LOCK_TTL = 30.0  # a leader slower than this lets another process fetch too
+
+    def __init__(self, max_entries: int, max_bytes: int, ttl: float, shared: Shared | None = None) -> None:
         self.store = LRUCache(max_entries, max_bytes, ttl)
         self.inflight: dict[str, _Flight] = {}
-        self.shared = 0  # requests answered by another request's upstream call
+        self.shared = shared
+        self.shared_waits = 0  # requests answered by another request's upstream call
         self.stored = 0
+        self.shared_hits = 0  # hits from Redis (the local store counts its own)
+        self.shared_misses = 0
 
     @staticmethod
     def key(request: Any, upstream: str, upstream_model: str) -> str:
@@ -44,45 +59,107 @@ class ResponseCache:
 
     async def get_or_fetch(self, key: str, fetch: Callable[[], Awaitable[Response]]) -> tuple[Response, str]:
         """(response, how): how is "hit", "shared" or "miss"."""
-        cached = self.store.get(key)
+        shared = self.shared if self.shared is not None and self.shared.up else None
+        cached = None
+        if shared is not None:
+            try:
+                cached = await shared.cache_get(key)
+                if cached is None:
+                    self.shared_misses += 1
+                else:
+                    self.shared_hits += 1
+            except Unavailable:
+                shared = None
+        if shared is None:
+            cached = self.store.get(key)
         if cached is not None:
             return cached, "hit"
         flight = self.inflight.get(key)
         if flight is not None:
-            self.shared += 1
+            self.shared_waits += 1
             flight.waiters += 1
             try:
                 # shield: a waiter that leaves must not cancel the fetch the others wait for
-                return await asyncio.shield(flight.task), "shared"
+                return (await asyncio.shield(flight.task))[0], "shared"
             finally:
                 flight.waiters -= 1
-        flight = self.inflight[key] = _Flight(asyncio.ensure_future(self._fetch(key, fetch)))
+        flight = self.inflight[key] = _Flight(asyncio.ensure_future(self._fetch(key, fetch, shared)))
         try:
-            return await asyncio.shield(flight.task), "miss"
+            return await asyncio.shield(flight.task)
         except asyncio.CancelledError:
             if flight.waiters == 0:  # nobody else needs the answer
                 flight.task.cancel()
             raise
 
-    async def _fetch(self, key: str, fetch: Callable[[], Awaitable[Response]]) -> Response:
+    async def _fetch(
+        self, key: str, fetch: Callable[[], Awaitable[Response]], shared: Shared | None
+    ) -> tuple[Response, str]:
         try:
+            if shared is not None:
+                return await self._fetch_shared(key, fetch, shared)
             response = await fetch()
         finally:
             # success or failure, the next identical request starts afresh (failures are never
             # stored, and the waiters got the outcome from the task already)
             self.inflight.pop(key, None)
+        self._keep(key, response)
+        return response, "miss"
+
+    def _keep(self, key: str, response: Response) -> None:
         if response.status == 200 and self.store.put(key, response, len(response.body) + ENTRY_OVERHEAD):
             self.stored += 1
-        return response
 
-    def clear(self) -> int:
+    async def _fetch_shared(
+        self, key: str, fetch: Callable[[], Awaitable[Response]], shared: Shared
+    ) -> tuple[Response, str]:
+        """Lead (take Redis' lock, fetch, publish) or wait for the process that leads."""
+        deadline = time.monotonic() + self.LOCK_TTL
+        try:
+            while not await shared.cache_lock(key, uuid.uuid4().hex, self.LOCK_TTL):
+                answer = await shared.cache_wait(key, deadline)  # raises the leader's failure
+                if answer is not None:
+                    self.shared_waits += 1
+                    return answer, "shared"
+                if time.monotonic() >= deadline:
+                    break  # a leader that takes this long: fetch too
+        except Unavailable:
+            pass  # local from here on
+        try:
+            response = await fetch()
+        except ProxyError as exc:
+            await self._settle(shared, shared.cache_fail(key, exc), key)
+            raise
+        except BaseException:
+            shared.cache_release(key)  # (this task may be cancelled: no awaiting here)
+            raise
+        if response.status == 200:
+            self.stored += 1
+            await self._settle(shared, shared.cache_put(key, response, self.store.ttl), key)
+        else:
+            await self._settle(shared, shared.cache_fail(key, response), key)
+        return response, "miss"
+
+    @staticmethod
+    async def _settle(shared: Shared, publish: Awaitable[None] | None, key: str) -> None:
+        """Publish the outcome (while Redis is there), then release the lock."""
+        with contextlib.suppress(Unavailable):
+            if publish is not None:
+                await publish
+        with contextlib.suppress(Unavailable):
+            await shared.cache_unlock(key)
+
+    async def clear(self) -> int:
         count = len(self.store)
         self.store.clear()
+        if self.shared is not None:
+            with contextlib.suppress(Unavailable):
+                count += await self.shared.run(self.shared.cache_clear())
         return count
 
     def stats(self) -> dict[str, Any]:
         s = self.store
-        lookups = s.hits + s.misses
+        hits, misses = s.hits + self.shared_hits, s.misses + self.shared_misses
+        lookups = hits + misses
         return {
             "enabled": True,
             "entries": len(s),
@@ -90,12 +167,13 @@ class ResponseCache:
             "max_entries": s.max_entries,
             "max_bytes": s.max_bytes,
             "ttl_seconds": s.ttl,
-            "hits": s.hits,
-            "misses": s.misses,
-            "shared_in_flight": self.shared,
+            "hits": hits,
+            "misses": misses,
+            "shared_in_flight": self.shared_waits,
             "expirations": s.expirations,
             "evictions": s.evictions,
             "stored": self.stored,
             "in_flight": len(self.inflight),
-            "hit_rate": round(s.hits / lookups, 4) if lookups else 0.0,
+            "hit_rate": round(hits / lookups, 4) if lookups else 0.0,
+            **({"redis_hits": self.shared_hits, "redis_misses": self.shared_misses} if self.shared else {}),
         }

@@ -142,3 +142,13 @@ class Redactor:
             if secret in text:
                 text = text.replace(secret, "[REDACTED]")
         return _SECRET_PATTERNS.sub("[REDACTED]", text)
+
+
+def without_password(url: str) -> str:
+    """A URL fit for logs and metrics: user and host kept, the password left out."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user + '@' if user else ''}{host}"

@@ -17,6 +17,8 @@ import re
 from decimal import Decimal
 from typing import Any
 
+from .errors import without_password
+
 try:
     import psycopg
 except ImportError:  # pragma: no cover - the optional extra is missing
@@ -32,12 +34,7 @@ def is_url(target: object) -> bool:
 
 def describe(target: object) -> str:
     """A store location fit for logs: a URL's password is left out."""
-    text = str(target)
-    if not is_url(text):
-        return text
-    scheme, _, rest = text.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    return f"{scheme}://{credentials.split(':', 1)[0]}@{host}" if at else text
+    return without_password(str(target)) if is_url(target) else str(target)
 
 
 def translate(sql: str) -> str:

@@ -10,6 +10,11 @@ Adaptive: every upstream 429 lowers the effective limits to 80 % of their curren
 below 10 % of the configured ones); every 10 consecutive successes raise them by 10 % of the
 configured ones, back up to the configured limits. Tokens are first counted from an estimate
 of the request and corrected to the upstream's reported usage when the answer arrives.
+
+With Redis (REDIS_URL, ``shared.py``) the window is shared by every process: a Lua script checks
+and takes room atomically in per-second buckets; a request that does not fit waits here (the
+local queue's bounds still apply) and asks again. This process's own window is kept too, for
+its metrics and for when Redis is unreachable, when the limiter falls back to it alone.
 """
 
 from __future__ import annotations
@@ -20,14 +25,24 @@ import time
 from collections import deque
 
 from .errors import ProxyError
+from .shared import Shared, Unavailable
 
 WINDOW = 60.0
 
 
 class RateLimiter:
     def __init__(
-        self, rpm: int = 0, tpm: int = 0, queue_limit: int = 100, max_wait: float = 30.0, clock=time.monotonic
+        self,
+        rpm: int = 0,
+        tpm: int = 0,
+        queue_limit: int = 100,
+        max_wait: float = 30.0,
+        clock=time.monotonic,
+        shared: Shared | None = None,
+        name: str = "",
     ) -> None:
+        self.shared = shared
+        self.name = name
         self.rpm, self.tpm = rpm, tpm
         self.queue_limit = queue_limit
         self.max_wait = max_wait
@@ -79,6 +94,11 @@ class RateLimiter:
         """Wait for room; returns the window entry (to settle with the real usage later)."""
         if not self.rpm and not self.tpm:
             return [0.0, 0.0]
+        if self.shared is not None and self.shared.up:
+            try:
+                return await self._acquire_shared(tokens)
+            except Unavailable:
+                pass  # this process's window alone until Redis is back
         now = self._clock()
         if not self._turn.locked() and self._wait_needed(tokens, now) <= 0:
             return self._take(tokens, now)
@@ -100,6 +120,28 @@ class RateLimiter:
         finally:
             self.queued -= 1
 
+    async def _acquire_shared(self, tokens: float) -> list[float]:
+        assert self.shared is not None
+        wait = await self.shared.rate_take(self.name, self.effective_rpm, self.effective_tpm, tokens)
+        if wait > 0:
+            if self.queued >= self.queue_limit:
+                self.rejected += 1
+                raise self._refusal(f"rate limit queue is full ({self.queue_limit} requests waiting)", wait)
+            started = self._clock()
+            self.queued += 1
+            try:
+                while wait > 0:
+                    if self._clock() - started + wait > self.max_wait:
+                        self.rejected += 1
+                        raise self._refusal("rate limit reached", wait)
+                    await asyncio.sleep(wait)
+                    wait = await self.shared.rate_take(self.name, self.effective_rpm, self.effective_tpm, tokens)
+            finally:
+                self.queued -= 1
+        entry = self._take(tokens, self._clock())
+        entry.append(float(int(time.time())))  # the shared bucket it was counted in
+        return entry
+
     def _take(self, tokens: float, now: float) -> list[float]:
         entry = [now, tokens]
         self._window.append(entry)
@@ -108,6 +150,8 @@ class RateLimiter:
 
     def correct(self, entry: list[float], actual_tokens: float) -> None:
         """Replace an entry's estimate with the tokens the upstream reported."""
+        if len(entry) > 2 and self.shared is not None:
+            self.shared.rate_correct(self.name, int(entry[2]), actual_tokens - entry[1])
         if any(e is entry for e in self._window):
             self._tokens += actual_tokens - entry[1]
             entry[1] = actual_tokens

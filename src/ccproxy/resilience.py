@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
@@ -94,6 +95,10 @@ class CircuitBreaker:
         self.opened_at = 0.0
         self.opened_count = 0
         self._probing = False
+        # With Redis (shared.py): each outcome is also pushed there, and the state other
+        # processes pushed is adopted by ``adopt`` (the app polls it).
+        self.on_record: Callable[[bool], None] | None = None
+        self.remote_failures = 0
 
     def allow(self) -> bool:
         """May a request go to this upstream now? In half-open state only one probe at a time."""
@@ -116,6 +121,8 @@ class CircuitBreaker:
         return max(0.0, self.cooldown - (self._clock() - self.opened_at))
 
     def record(self, fault: bool) -> None:
+        if self.on_record is not None and (fault or self.failures or self.remote_failures or self.state != CLOSED):
+            self.on_record(fault)  # (a success only matters to others when something failed)
         if not fault:
             self.state, self.failures, self._probing = CLOSED, 0, False
             return
@@ -124,6 +131,16 @@ class CircuitBreaker:
             if self.state != OPEN:
                 self.opened_count += 1
             self.state, self.opened_at, self._probing = OPEN, self._clock(), False
+
+    def adopt(self, failures: int, open_for: float) -> None:
+        """Take on the shared state: open for ``open_for`` more seconds (> 0), or closed by
+        another process's success (no faults left)."""
+        self.remote_failures = failures
+        if open_for > 0 and self.state == CLOSED:
+            self.opened_count += 1
+            self.state, self.opened_at, self._probing = OPEN, self._clock() - (self.cooldown - open_for), False
+        elif open_for <= 0 and failures == 0 and self.state == OPEN:
+            self.state, self.failures, self._probing = CLOSED, 0, False
 
     def release(self) -> None:
         """An allowed attempt ended without telling anything about the upstream (the client left)."""

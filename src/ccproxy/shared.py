@@ -1,0 +1,293 @@
+"""State shared by several proxy processes through Redis (REDIS_URL; redis-py asyncio).
+
+Without REDIS_URL every process keeps its own cache, rate windows and circuits (docs/resilience.md).
+With it, they share:
+
+- the response cache and in-flight de-duplication (``cache.py``): answers live under
+  ``ccproxy:cache:<key>``; the process that wins ``SET ccproxy:lock:<key> NX`` asks the upstream,
+  the others poll for its answer (or its failure, kept for a moment under ``ccproxy:fail:<key>``);
+- the rate limiter's window (``ratelimit.py``): per-second buckets of requests and tokens,
+  checked and taken atomically by one Lua script;
+- circuit-breaker state (``resilience.py``): consecutive faults and the open-until time per
+  upstream, pushed on each outcome and read back every ``CIRCUIT_SYNC`` seconds.
+
+Redis is never allowed to fail a request. Every operation has a short timeout; a failure marks
+Redis down for ``DOWN_FOR`` seconds, during which everything runs on local state, and is
+counted and logged (once per outage) and shown in /v1/metrics under ``shared``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import orjson
+
+from .errors import ProxyError, without_password
+from .serving import Response
+
+log = logging.getLogger("ccproxy.shared")
+T = TypeVar("T")
+
+PREFIX = "ccproxy:"
+TIMEOUT = 0.5  # seconds per Redis operation
+DOWN_FOR = 2.0  # after a failure, local state only for this long, then try Redis again
+CIRCUIT_SYNC = 0.25
+FAIL_TTL_MS = 3000  # a leader's failure is handed to the waiters for this long
+
+# Sliding minute in per-second buckets (hash fields r, t under <prefix>rate:<name>:<second>).
+# Returns 0 when the request was taken, else the milliseconds until it would fit.
+_RATE = """
+local base, now_ms = KEYS[1], tonumber(ARGV[1])
+local rpm, tpm, cost = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = math.floor(now_ms / 1000)
+local rs, ts, reqs, toks = {}, {}, 0, 0
+for i = 0, 59 do
+  local v = redis.call('HMGET', base .. (now - 59 + i), 'r', 't')
+  rs[i] = tonumber(v[1]) or 0
+  ts[i] = tonumber(v[2]) or 0
+  reqs = reqs + rs[i]
+  toks = toks + ts[i]
+end
+local wait = 0
+if rpm > 0 and reqs + 1 > rpm then
+  local freed = 0
+  for i = 0, 59 do
+    freed = freed + rs[i]
+    if reqs - freed + 1 <= rpm then wait = math.max(wait, (now - 59 + i + 60) * 1000 - now_ms) break end
+  end
+end
+if tpm > 0 and toks + cost > tpm and toks > 0 then
+  local freed = 0
+  for i = 0, 59 do
+    freed = freed + ts[i]
+    if toks - freed + cost <= tpm or freed == toks then
+      wait = math.max(wait, (now - 59 + i + 60) * 1000 - now_ms)
+      break
+    end
+  end
+end
+if wait > 0 then return wait end
+redis.call('HINCRBY', base .. now, 'r', 1)
+redis.call('HINCRBY', base .. now, 't', cost)
+redis.call('EXPIRE', base .. now, 70)
+return 0
+"""
+
+# One outcome of a request to an upstream: a fault counts (and opens the circuit at the
+# threshold), anything else resets the count and closes it.
+_CIRCUIT = """
+local key, fault, threshold = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local cooldown_ms, now_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
+if fault == '0' then
+  redis.call('HSET', key, 'failures', 0, 'open_until', 0)
+  return 0
+end
+local failures = redis.call('HINCRBY', key, 'failures', 1)
+if failures >= threshold then
+  local open_until = tonumber(redis.call('HGET', key, 'open_until') or '0')
+  if open_until < now_ms then redis.call('HSET', key, 'open_until', now_ms + cooldown_ms) end
+end
+redis.call('PEXPIRE', key, cooldown_ms * 2 + 600000)
+return failures
+"""
+
+
+class Unavailable(Exception):
+    """Redis is down (or was, a moment ago): use local state."""
+
+
+def encode_response(response: Response) -> bytes:
+    head = orjson.dumps({"s": response.status, "h": response.headers, "c": response.content_type})
+    return head + b"\n" + response.body
+
+
+def decode_response(data: bytes) -> Response:
+    head, _, body = data.partition(b"\n")
+    meta = orjson.loads(head)
+    return Response(meta["s"], body, [tuple(h) for h in meta["h"]], meta["c"])
+
+
+class Shared:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client: Any = None
+        self._down_until = 0.0
+        self.errors = 0
+        self.fallbacks = 0  # operations answered from local state because Redis was down
+        self.last_error: str | None = None
+        self.outages = 0
+        self._rate: Any = None
+        self._circuit: Any = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        """Create the client inside the serving loop; a first ping says whether Redis is there."""
+        try:
+            import redis.asyncio as redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+        except ImportError:
+            raise RuntimeError("REDIS_URL needs redis-py: pip install 'ccproxy[redis]'") from None
+        self.client = redis.Redis.from_url(
+            self.url,
+            socket_timeout=TIMEOUT,
+            socket_connect_timeout=TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+            max_connections=256,
+        )
+        self._rate = self.client.register_script(_RATE)
+        self._circuit = self.client.register_script(_CIRCUIT)
+        try:
+            await self.run(self.client.ping())
+            log.info("shared state on Redis %s", without_password(self.url))
+        except Unavailable:
+            pass  # logged by run(); requests go on with local state
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+
+    @property
+    def up(self) -> bool:
+        return self.client is not None and time.monotonic() >= self._down_until
+
+    async def run(self, operation: Awaitable[T]) -> T:
+        """Await a Redis operation; any failure marks Redis down and raises ``Unavailable``."""
+        if not self.up:
+            if asyncio.iscoroutine(operation):
+                operation.close()
+            self.fallbacks += 1
+            raise Unavailable
+        try:
+            return await asyncio.wait_for(operation, TIMEOUT * 2)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # connection refused or reset, timeouts, server errors
+            self.errors += 1
+            self.fallbacks += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            if time.monotonic() >= self._down_until:
+                self.outages += 1
+                log.warning("Redis unreachable (%s): local state for now", self.last_error)
+            self._down_until = time.monotonic() + DOWN_FOR
+            raise Unavailable from None
+
+    def spawn(self, operation: Awaitable[Any]) -> None:
+        """Fire and forget (outcome pushes, corrections): failures are counted by ``run``."""
+
+        async def go() -> None:
+            with contextlib.suppress(Unavailable):
+                await self.run(operation)
+
+        task = asyncio.get_running_loop().create_task(go())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "backend": "redis",
+            "url": without_password(self.url),
+            "state": "up" if self.up else "down (local state in use)",
+            "errors": self.errors,
+            "outages": self.outages,
+            "local_fallbacks": self.fallbacks,
+            "last_error": self.last_error,
+        }
+
+    # --- cache and in-flight de-duplication ------------------------------------------------
+
+    async def cache_get(self, key: str) -> Response | None:
+        data = await self.run(self.client.get(PREFIX + "cache:" + key))
+        return decode_response(data) if data is not None else None
+
+    async def cache_put(self, key: str, response: Response, ttl: float) -> None:
+        await self.run(self.client.set(PREFIX + "cache:" + key, encode_response(response), px=max(1, int(ttl * 1000))))
+
+    async def cache_lock(self, key: str, token: str, ttl: float) -> bool:
+        return bool(await self.run(self.client.set(PREFIX + "lock:" + key, token, nx=True, px=int(ttl * 1000))))
+
+    async def cache_unlock(self, key: str) -> None:
+        await self.run(self.client.delete(PREFIX + "lock:" + key))
+
+    def cache_release(self, key: str) -> None:
+        """``cache_unlock`` in the background (for a fetch that is being cancelled)."""
+        if self.up:
+            self.spawn(self.client.delete(PREFIX + "lock:" + key))
+
+    async def cache_fail(self, key: str, failure: Response | ProxyError) -> None:
+        if isinstance(failure, ProxyError):
+            data = b"E" + orjson.dumps([failure.status, failure.message, failure.error_type, failure.headers])
+        else:
+            data = b"R" + encode_response(failure)
+        await self.run(self.client.set(PREFIX + "fail:" + key, data, px=FAIL_TTL_MS))
+
+    async def cache_wait(self, key: str, deadline: float) -> Response | None:
+        """Wait for another process's answer to ``key``: the response, or None once its lock is
+        gone without one (try to lead then) or at the deadline. Its failure is raised."""
+        delay = 0.005
+        while time.monotonic() < deadline:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(PREFIX + "cache:" + key).get(PREFIX + "fail:" + key).exists(PREFIX + "lock:" + key)
+            cached, failed, locked = await self.run(pipe.execute())
+            if cached is not None:
+                return decode_response(cached)
+            if failed is not None:
+                if failed[:1] == b"E":
+                    status, message, error_type, headers = orjson.loads(failed[1:])
+                    raise ProxyError(status, message, error_type, [tuple(h) for h in headers or []])
+                return decode_response(failed[1:])
+            if not locked:
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.05)
+        return None
+
+    async def cache_clear(self) -> int:
+        count = 0
+        async for name in self.client.scan_iter(match=PREFIX + "cache:*", count=500):
+            count += await self.client.delete(name)
+        return count
+
+    # --- rate limits ------------------------------------------------------------------------
+
+    async def rate_take(self, name: str, rpm: float, tpm: float, tokens: float) -> float:
+        """0 if the request was counted in the shared window, else seconds until it fits."""
+        wait_ms = await self.run(
+            self._rate(
+                keys=[f"{PREFIX}rate:{name}:"],
+                args=[int(time.time() * 1000), int(rpm), int(tpm), int(max(0, tokens))],
+            )
+        )
+        return int(wait_ms) / 1000
+
+    def rate_correct(self, name: str, second: int, delta: float) -> None:
+        if int(delta):
+            key = f"{PREFIX}rate:{name}:{second}"
+            self.spawn(self.client.pipeline(transaction=False).hincrby(key, "t", int(delta)).expire(key, 70).execute())
+
+    # --- circuits ---------------------------------------------------------------------------
+
+    def circuit_push(self, name: str, fault: bool, threshold: int, cooldown: float) -> None:
+        self.spawn(
+            self._circuit(
+                keys=[f"{PREFIX}circuit:{name}"],
+                args=[1 if fault else 0, threshold, int(cooldown * 1000), int(time.time() * 1000)],
+            )
+        )
+
+    async def circuit_states(self, names: list[str]) -> dict[str, tuple[int, float]]:
+        """name → (consecutive faults, seconds the circuit stays open; ≤ 0 when closed)."""
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.hmget(f"{PREFIX}circuit:{name}", "failures", "open_until")
+        rows = await self.run(pipe.execute())
+        now = time.time()
+        return {
+            name: (int(failures or 0), float(open_until or 0) / 1000 - now)
+            for name, (failures, open_until) in zip(names, rows, strict=True)
+        }
