@@ -3,6 +3,7 @@
     python benchmarks/run_load.py                 # full run, ~4 minutes; table + JSON
     python benchmarks/run_load.py --clients all   # upstream HTTP client comparison (docs/benchmarks.md)
     python benchmarks/run_load.py --quick         # short smoke run
+    python benchmarks/run_load.py --backends      # Redis / PostgreSQL vs the embedded state
 
 Layout: the proxy (and the floor) pinned to core 0 with one worker; the mock upstream, wrk and
 this script on core 1. Every figure is compared with references measured in the same run:
@@ -456,21 +457,48 @@ def client_run(args: argparse.Namespace) -> dict:
 
 
 def ab_run(args: argparse.Namespace, variants: dict[str, dict[str, str]]) -> dict:
-    """End-to-end throughput of two proxy configurations (first vs second), same run."""
+    """End-to-end throughput of proxy configurations, same run; ratios are against the last one
+    (the reference), ``ratio`` is the first one's."""
     b = bodies()
     mock = start_mock(args.chunks)
     proxies = {name: start_proxy(mock, args.client, env) for name, env in variants.items()}
-    first, second = variants
+    *others, reference = variants
     report: dict = {"config": {"reps": args.reps, "variants": variants}, "ab": {}}
     try:
         measure(proxies, b["small"], 8, 1.0, 1)
         for workload in ("small", "large", "small-stream", "large-stream"):
             res = measure(proxies, b[workload], 32, args.throughput_seconds, args.reps)
-            report["ab"][workload] = {**res, "ratio": res[first]["rps"] / res[second]["rps"]}
+            ratios = {name: res[name]["rps"] / res[reference]["rps"] for name in others}
+            report["ab"][workload] = {**res, "ratio": ratios[others[0]], "ratios": ratios}
     finally:
         for s in (mock, *proxies.values()):
             s.stop()
     return report
+
+
+def backends_run(args: argparse.Namespace) -> dict:
+    """Shared backends vs the embedded ones: Redis (rate windows, circuits) and PostgreSQL (the
+    request log), each server started here on the load core. The rate limiter is on in every
+    variant (a limit never reached) so that the Redis variant does its per-request work."""
+    sys.path.insert(0, str(ROOT))
+    from tests.support.servers import PostgresServer, RedisServer
+
+    redis, postgres = RedisServer(), PostgresServer()
+    try:
+        for pid in (redis.proc.pid, postgres.proc.pid):  # (postgres' children inherit it)
+            os.sched_setaffinity(pid, {int(LOAD_CORE)})
+        limit = {"CCPROXY_RPM": "100000000"}
+        variants = {
+            "redis": {**limit, "REDIS_URL": redis.url},
+            "postgres": {**limit, "DATABASE_URL": postgres.new_database()},
+            "embedded": limit,
+        }
+        report = ab_run(args, variants)
+        report["config"]["variants"]["postgres"]["DATABASE_URL"] = "postgresql://…"
+        return report
+    finally:
+        redis.stop()
+        postgres.stop()
 
 
 NATIVE_VARIANTS = {"cython": {"CCPROXY_ENABLE_CYTHON": "true"}, "python": {"CCPROXY_ENABLE_CYTHON": "false"}}
@@ -479,10 +507,13 @@ LOGGING_VARIANTS = {"logging_on": {}, "logging_off": {"CCPROXY_DB_PATH": "off", 
 
 
 def print_ab(report: dict) -> None:
-    first, second = report["config"]["variants"]
-    print(f"req/s at c=32   {first:>12s} {second:>12s}   ratio")
+    names = list(report["config"]["variants"])
+    *others, reference = names
+    header = " ".join(f"{n:>12s}" for n in names)
+    print(f"req/s at c=32   {header}   " + " ".join(f"{n}/{reference}" for n in others))
     for workload, res in report["ab"].items():
-        print(f"  {workload:14s} {res[first]['rps']:12.0f} {res[second]['rps']:12.0f}   {res['ratio']:.2f}x")
+        row = " ".join(f"{res[n]['rps']:12.0f}" for n in names)
+        print(f"  {workload:14s}{row}   " + " ".join(f"{res['ratios'][n]:.2f}x" for n in others))
 
 
 def print_full(report: dict) -> None:
@@ -595,6 +626,9 @@ def main() -> int:
     parser.add_argument("--clients", help="compare upstream clients instead: 'all' or a comma list")
     parser.add_argument("--native", action="store_true", help="compare CCPROXY_ENABLE_CYTHON true vs false")
     parser.add_argument("--logging", action="store_true", help="compare the request log (SQLite + file) on vs off")
+    parser.add_argument(
+        "--backends", action="store_true", help="compare Redis and PostgreSQL (started here) with the embedded state"
+    )
     parser.add_argument("--quick", action="store_true", help="one short repetition of everything")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load-latest.json")
     args = parser.parse_args()
@@ -606,14 +640,17 @@ def main() -> int:
         return 2
     os.sched_setaffinity(0, {int(LOAD_CORE)})
     started = time.time()
-    if args.native or args.logging:
+    if args.backends:
+        report = backends_run(args)
+    elif args.native or args.logging:
         report = ab_run(args, NATIVE_VARIANTS if args.native else LOGGING_VARIANTS)
     else:
         report = client_run(args) if args.clients else full_run(args)
     report["seconds"] = round(time.time() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    (print_ab if args.native or args.logging else print_clients if args.clients else print_full)(report)
+    ab = args.native or args.logging or args.backends
+    (print_ab if ab else print_clients if args.clients else print_full)(report)
     print(f"\n{report['seconds']} s; results in {args.out}")
     return 0
 

@@ -28,6 +28,8 @@ from .errors import ProxyError
 from .shared import Shared, Unavailable
 
 WINDOW = 60.0
+LEASE = 64  # most requests one call to Redis may take room for (shared.py's rate script)
+LEASE_SECONDS = 1.0  # and for how long this process may spend them
 
 
 class RateLimiter:
@@ -43,6 +45,10 @@ class RateLimiter:
     ) -> None:
         self.shared = shared
         self.name = name
+        self._lease = [0.0, 0, 0.0, -1]  # [valid until, requests, tokens, second]: see shared.py
+        self._asking: asyncio.Future[None] | None = None
+        self._corrections: dict[int, int] = {}
+        self._next_correction = 0.0
         self.rpm, self.tpm = rpm, tpm
         self.queue_limit = queue_limit
         self.max_wait = max_wait
@@ -50,6 +56,7 @@ class RateLimiter:
         self._clock = clock
         self._window: deque[list[float]] = deque()  # [time, tokens]
         self._tokens = 0.0
+        self._slid_to = float("-inf")
         self._turn = asyncio.Lock()  # FIFO: asyncio locks wake waiters in order
         self.queued = 0
         self.rejected = 0
@@ -66,6 +73,7 @@ class RateLimiter:
 
     def _slide(self, now: float) -> None:
         window = self._window
+        self._slid_to = max(self._slid_to, now - WINDOW)  # entries at or before this are gone
         while window and window[0][0] <= now - WINDOW:
             self._tokens -= window.popleft()[1]
 
@@ -122,7 +130,24 @@ class RateLimiter:
 
     async def _acquire_shared(self, tokens: float) -> list[float]:
         assert self.shared is not None
-        wait = await self.shared.rate_take(self.name, self.effective_rpm, self.effective_tpm, tokens)
+        while True:
+            lease = self._lease
+            now = self._clock()
+            if now < lease[0] and lease[1] >= 1 and (not self.tpm or lease[2] >= tokens):
+                lease[1] -= 1  # room this process already holds in the shared window
+                lease[2] -= tokens
+                return self._take_shared(tokens, now, int(lease[3]))
+            if self._asking is None:
+                break
+            await asyncio.shield(self._asking)  # one request renews the lease; the others wait
+        self._asking = asyncio.get_running_loop().create_future()
+        try:
+            wait, second, granted, granted_tokens = await self._ask(tokens)
+            if wait <= 0:
+                self._lease = [self._clock() + LEASE_SECONDS, granted - 1, granted_tokens - tokens, second]
+        finally:
+            self._asking.set_result(None)
+            self._asking = None
         if wait > 0:
             if self.queued >= self.queue_limit:
                 self.rejected += 1
@@ -135,11 +160,19 @@ class RateLimiter:
                         self.rejected += 1
                         raise self._refusal("rate limit reached", wait)
                     await asyncio.sleep(wait)
-                    wait = await self.shared.rate_take(self.name, self.effective_rpm, self.effective_tpm, tokens)
+                    wait, second, granted, granted_tokens = await self._ask(tokens)
             finally:
                 self.queued -= 1
-        entry = self._take(tokens, self._clock())
-        entry.append(float(int(time.time())))  # the shared bucket it was counted in
+            self._lease = [self._clock() + LEASE_SECONDS, granted - 1, granted_tokens - tokens, second]
+        return self._take_shared(tokens, self._clock(), int(second))
+
+    async def _ask(self, tokens: float) -> list[float]:
+        assert self.shared is not None
+        return await self.shared.rate_take(self.name, self.effective_rpm, self.effective_tpm, tokens, LEASE)
+
+    def _take_shared(self, tokens: float, now: float, second: int) -> list[float]:
+        entry = self._take(tokens, now)
+        entry.append(float(second))  # the shared bucket it was counted in
         return entry
 
     def _take(self, tokens: float, now: float) -> list[float]:
@@ -151,8 +184,13 @@ class RateLimiter:
     def correct(self, entry: list[float], actual_tokens: float) -> None:
         """Replace an entry's estimate with the tokens the upstream reported."""
         if len(entry) > 2 and self.shared is not None:
-            self.shared.rate_correct(self.name, int(entry[2]), actual_tokens - entry[1])
-        if any(e is entry for e in self._window):
+            second = int(entry[2])
+            self._corrections[second] = self._corrections.get(second, 0) + int(actual_tokens - entry[1])
+            if self._clock() >= self._next_correction:  # one batch to Redis at most every 0.25 s
+                self._next_correction = self._clock() + 0.25
+                self.shared.rate_correct(self.name, self._corrections)
+                self._corrections = {}
+        if entry[0] > self._slid_to:  # still in the window (a scan would cost O(window))
             self._tokens += actual_tokens - entry[1]
             entry[1] = actual_tokens
 

@@ -39,42 +39,77 @@ DOWN_FOR = 2.0  # after a failure, local state only for this long, then try Redi
 CIRCUIT_SYNC = 0.25
 FAIL_TTL_MS = 3000  # a leader's failure is handed to the waiters for this long
 
-# Sliding minute in per-second buckets (hash fields r, t under <prefix>rate:<name>:<second>).
-# Returns 0 when the request was taken, else the milliseconds until it would fit.
+# Sliding minute in per-second buckets, all in one hash per upstream: fields r:<second> and
+# t:<second> (requests, tokens), running totals r and t, and "from", the oldest second not yet
+# dropped. Each call first drops the seconds that left the window (each second once, so the
+# work is constant per call), then checks the totals and takes room. Returns 0 when the request
+# was counted, else the milliseconds until it would fit (scanning the buckets: only then).
+# Far from the limits a call takes a small lease (ARGV[5]: up to that many requests, and a
+# tenth of the free tokens) that the process spends locally for a second, so a busy proxy asks
+# Redis once per lease rather than once per request; near the limits the lease shrinks to the
+# one request, which keeps the limit exact where it matters. Returns {wait_ms, requests, tokens}.
 _RATE = """
-local base, now_ms = KEYS[1], tonumber(ARGV[1])
+local key, now_ms = KEYS[1], tonumber(ARGV[1])
 local rpm, tpm, cost = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local lease = tonumber(ARGV[5])
 local now = math.floor(now_ms / 1000)
-local rs, ts, reqs, toks = {}, {}, 0, 0
-for i = 0, 59 do
-  local v = redis.call('HMGET', base .. (now - 59 + i), 'r', 't')
-  rs[i] = tonumber(v[1]) or 0
-  ts[i] = tonumber(v[2]) or 0
-  reqs = reqs + rs[i]
-  toks = toks + ts[i]
+local low = now - 59
+local head = redis.call('HMGET', key, 'from', 'r', 't')
+local from, reqs, toks = tonumber(head[1]) or now, tonumber(head[2]) or 0, tonumber(head[3]) or 0
+if from < low then
+  if low - from > 60 then
+    redis.call('DEL', key)
+    reqs, toks = 0, 0
+  else
+    for s = from, low - 1 do
+      local v = redis.call('HMGET', key, 'r:' .. s, 't:' .. s)
+      local r, t = tonumber(v[1]) or 0, tonumber(v[2]) or 0
+      if r ~= 0 or t ~= 0 then
+        reqs, toks = reqs - r, toks - t
+        redis.call('HDEL', key, 'r:' .. s, 't:' .. s)
+      end
+    end
+    redis.call('HSET', key, 'r', reqs, 't', toks)
+  end
+  from = low
 end
 local wait = 0
-if rpm > 0 and reqs + 1 > rpm then
-  local freed = 0
-  for i = 0, 59 do
-    freed = freed + rs[i]
-    if reqs - freed + 1 <= rpm then wait = math.max(wait, (now - 59 + i + 60) * 1000 - now_ms) break end
+local over_r = rpm > 0 and reqs + 1 > rpm
+local over_t = tpm > 0 and toks > 0 and toks + cost > tpm
+if over_r or over_t then
+  local freed_r, freed_t, done_r, done_t = 0, 0, not over_r, not over_t
+  for s = from, now do
+    local v = redis.call('HMGET', key, 'r:' .. s, 't:' .. s)
+    freed_r, freed_t = freed_r + (tonumber(v[1]) or 0), freed_t + (tonumber(v[2]) or 0)
+    if not done_r and reqs - freed_r + 1 <= rpm then done_r = true end
+    if not done_t and (toks - freed_t + cost <= tpm or freed_t >= toks) then done_t = true end
+    if done_r and done_t then wait = (s + 60) * 1000 - now_ms break end
   end
+  if wait <= 0 then wait = 1000 end
+  redis.call('HSET', key, 'from', from)
+  return {wait, 0, 0}
 end
-if tpm > 0 and toks + cost > tpm and toks > 0 then
-  local freed = 0
-  for i = 0, 59 do
-    freed = freed + ts[i]
-    if toks - freed + cost <= tpm or freed == toks then
-      wait = math.max(wait, (now - 59 + i + 60) * 1000 - now_ms)
-      break
-    end
-  end
+local n = lease
+if rpm > 0 then n = math.max(1, math.min(lease, math.floor((rpm - reqs) / 10))) end
+local t = cost
+if tpm > 0 then t = cost + math.max(0, math.floor((tpm - toks - cost) / 10)) end
+redis.call('HSET', key, 'from', from)
+redis.call('HINCRBY', key, 'r', n)
+redis.call('HINCRBY', key, 't', t)
+redis.call('HINCRBY', key, 'r:' .. now, n)
+redis.call('HINCRBY', key, 't:' .. now, t)
+redis.call('PEXPIRE', key, 70000)
+return {0, n, t}
+"""
+
+# The upstream's reported usage replaces a request's estimate, in its second if still kept.
+_RATE_CORRECT = """
+local from = tonumber(redis.call('HGET', KEYS[1], 'from') or '-1')
+local second, delta = tonumber(ARGV[1]), tonumber(ARGV[2])
+if from >= 0 and second >= from and redis.call('HEXISTS', KEYS[1], 'r:' .. second) == 1 then
+  redis.call('HINCRBY', KEYS[1], 't', delta)
+  redis.call('HINCRBY', KEYS[1], 't:' .. second, delta)
 end
-if wait > 0 then return wait end
-redis.call('HINCRBY', base .. now, 'r', 1)
-redis.call('HINCRBY', base .. now, 't', cost)
-redis.call('EXPIRE', base .. now, 70)
 return 0
 """
 
@@ -123,6 +158,7 @@ class Shared:
         self.outages = 0
         self._rate: Any = None
         self._circuit: Any = None
+        self._rate_correct: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
@@ -142,6 +178,7 @@ class Shared:
         )
         self._rate = self.client.register_script(_RATE)
         self._circuit = self.client.register_script(_CIRCUIT)
+        self._rate_correct = self.client.register_script(_RATE_CORRECT)
         try:
             await self.run(self.client.ping())
             log.info("shared state on Redis %s", without_password(self.url))
@@ -174,6 +211,9 @@ class Shared:
             if time.monotonic() >= self._down_until:
                 self.outages += 1
                 log.warning("Redis unreachable (%s): local state for now", self.last_error)
+                # every pooled connection may be dead (a restarted server): start afresh later
+                with contextlib.suppress(Exception):
+                    await self.client.connection_pool.disconnect()
             self._down_until = time.monotonic() + DOWN_FOR
             raise Unavailable from None
 
@@ -255,20 +295,29 @@ class Shared:
 
     # --- rate limits ------------------------------------------------------------------------
 
-    async def rate_take(self, name: str, rpm: float, tpm: float, tokens: float) -> float:
-        """0 if the request was counted in the shared window, else seconds until it fits."""
-        wait_ms = await self.run(
-            self._rate(
-                keys=[f"{PREFIX}rate:{name}:"],
-                args=[int(time.time() * 1000), int(rpm), int(tpm), int(max(0, tokens))],
-            )
+    async def rate_take(self, name: str, rpm: float, tpm: float, tokens: float, lease: int = 1) -> list[float]:
+        """[0, second, requests, tokens] when room was taken in the shared window (the request's
+        and possibly a lease beyond it), else [seconds until it would fit, -1, 0, 0]."""
+        now_ms = int(time.time() * 1000)
+        wait_ms, granted, granted_tokens = await self.run(
+            self._rate(keys=[f"{PREFIX}rate:{name}"], args=[now_ms, int(rpm), int(tpm), int(max(0, tokens)), lease])
         )
-        return int(wait_ms) / 1000
+        if wait_ms:
+            return [int(wait_ms) / 1000, -1, 0, 0]
+        return [0.0, now_ms // 1000, int(granted), int(granted_tokens)]
 
-    def rate_correct(self, name: str, second: int, delta: float) -> None:
-        if int(delta):
-            key = f"{PREFIX}rate:{name}:{second}"
-            self.spawn(self.client.pipeline(transaction=False).hincrby(key, "t", int(delta)).expire(key, 70).execute())
+    def rate_correct(self, name: str, deltas: dict[int, int]) -> None:
+        """Tokens reported minus tokens estimated, per second of the window (batched)."""
+
+
+        async def send() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for second, delta in deltas.items():
+                if delta:
+                    await self._rate_correct(keys=[f"{PREFIX}rate:{name}"], args=[second, delta], client=pipe)
+            await pipe.execute()
+
+        self.spawn(send())
 
     # --- circuits ---------------------------------------------------------------------------
 
