@@ -10,7 +10,7 @@ WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY src ./src
 # Compiles the Cython extensions (Cython comes from the build requirements).
-RUN pip install --no-cache-dir --prefix=/install .
+RUN pip install --no-cache-dir --prefix=/install '.[redis,postgres]'
 
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 ccproxy \

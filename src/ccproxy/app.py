@@ -394,6 +394,10 @@ class ProxyApp:
             return error_response(exc, req.request_id)
         except ClientDisconnected:
             return Response(499, b"")
+        except DB_ERRORS as exc:  # the request log's database failed (e.g. PostgreSQL restarting)
+            log.warning("request log query failed in %s %s: %s", req.method, path, exc)
+            unavailable = ProxyError(503, "the request log is unavailable right now; try again", "api_error")
+            return error_response(unavailable, req.request_id)
         except Exception as exc:  # a bug: report it as an envelope, never as a traceback page
             log.exception("unhandled error in %s %s", req.method, path)
             self.log_error(req.request_id, path, "api_error", f"internal error: {type(exc).__name__}")

@@ -309,7 +309,6 @@ class Shared:
     def rate_correct(self, name: str, deltas: dict[int, int]) -> None:
         """Tokens reported minus tokens estimated, per second of the window (batched)."""
 
-
         async def send() -> None:
             pipe = self.client.pipeline(transaction=False)
             for second, delta in deltas.items():

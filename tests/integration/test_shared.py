@@ -159,3 +159,42 @@ def test_starts_and_serves_without_redis(mock_upstream, tmp_path):
         assert "redis-secret-pw" not in text
     finally:
         stop_proxy(proxy)
+
+
+def test_postgres_going_away_fails_no_request_and_logging_resumes(mock_upstream, tmp_path):
+    from tests.support.servers import PostgresServer
+
+    server = PostgresServer()  # its own server: this test stops it
+    try:
+        url = server.new_database()
+        proxy = start_proxy(mock_upstream.base, tmp_path, DATABASE_URL=url)
+        try:
+            key = mock_upstream.script({"json": completion("logged")})
+
+            def logged_total() -> int:
+                return httpx.get(f"{proxy.base}/api/requests").json()["total"]
+
+            assert post(proxy, ask(key, "1")).status_code == 200
+            deadline = time.monotonic() + 5
+            while logged_total() < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            server.halt()
+            assert [post(proxy, ask(key, str(i))).status_code for i in range(5)] == [200] * 5
+            down = httpx.get(f"{proxy.base}/api/requests")
+            assert down.status_code == 503 and down.json()["error"]["type"] == "api_error"
+            server.start()
+            time.sleep(0.3)
+            assert post(proxy, ask(key, "after")).status_code == 200
+            deadline = time.monotonic() + 10
+            while True:  # the writer reconnects with its next batch; the dashboard with its next query
+                resp = httpx.get(f"{proxy.base}/api/requests")
+                if resp.status_code == 200 and resp.json()["total"] >= 2:
+                    break
+                assert time.monotonic() < deadline, resp.text
+                time.sleep(0.1)
+            assert "pg-secret-password-123" not in (tmp_path / "stdout.log").read_text()
+        finally:
+            stop_proxy(proxy)
+    finally:
+        server.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -84,14 +85,19 @@ class PostgresServer:
         self.port = free_port()
         self.as_root = os.geteuid() == 0
         os.chmod(self.dir, 0o777)
-        data = self.dir / "data"
-        self._run([_pg_bin("initdb"), "-D", str(data), "-U", "ccproxy", "-A", "trust", "-E", "UTF8", "--no-sync"])
+        self.data = self.dir / "data"
+        self._run([_pg_bin("initdb"), "-D", str(self.data), "-U", "ccproxy", "-A", "trust", "-E", "UTF8", "--no-sync"])
+        self.start()
+        self.admin_url = f"postgresql://ccproxy@127.0.0.1:{self.port}/postgres"
+        self._databases = 0
+
+    def start(self) -> None:
         self.proc = subprocess.Popen(
             self._as_owner(
                 [
                     _pg_bin("postgres"),
                     "-D",
-                    str(data),
+                    str(self.data),
                     "-p",
                     str(self.port),
                     "-c",
@@ -108,8 +114,6 @@ class PostgresServer:
             stderr=subprocess.DEVNULL,
         )
         _wait_port(self.port, self.proc, 30, "postgres")
-        self.admin_url = f"postgresql://ccproxy@127.0.0.1:{self.port}/postgres"
-        self._databases = 0
 
     def _as_owner(self, cmd: list[str]) -> list[str]:
         return ["runuser", "-u", "postgres", "--", *cmd] if self.as_root else cmd
@@ -135,10 +139,20 @@ class PostgresServer:
                 time.sleep(0.1)
         return f"postgresql://ccproxy:pg-secret-password-123@127.0.0.1:{self.port}/{name}"
 
-    def stop(self) -> None:
-        self.proc.terminate()
+    def halt(self) -> None:
+        """Stop the server (fast shutdown: open sessions are cut), keeping its data."""
+        # SIGINT is PostgreSQL's fast shutdown; sent to the postmaster itself (under root the
+        # child of runuser, which does not pass signals on)
+        try:
+            os.kill(int((self.data / "postmaster.pid").read_text().split()[0]), signal.SIGINT)
+        except (OSError, ValueError, IndexError):
+            self.proc.send_signal(signal.SIGINT)
         try:
             self.proc.wait(20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.dir, ignore_errors=True)
