@@ -487,7 +487,7 @@ def backends_run(args: argparse.Namespace) -> dict:
     try:
         for pid in (redis.proc.pid, postgres.proc.pid):  # (postgres' children inherit it)
             os.sched_setaffinity(pid, {int(LOAD_CORE)})
-        limit = {"CCPROXY_RPM": "100000000"}
+        limit = {"CCPROXY_RPM": "100000000", **({"CCPROXY_CACHE": "on"} if args.cache else {})}
         variants = {
             "redis": {**limit, "REDIS_URL": redis.url},
             "postgres": {**limit, "DATABASE_URL": postgres.new_database()},
@@ -628,6 +628,9 @@ def main() -> int:
     parser.add_argument("--logging", action="store_true", help="compare the request log (SQLite + file) on vs off")
     parser.add_argument(
         "--backends", action="store_true", help="compare Redis and PostgreSQL (started here) with the embedded state"
+    )
+    parser.add_argument(
+        "--cache", action="store_true", help="with --backends: the response cache on (identical bodies: all hits)"
     )
     parser.add_argument("--quick", action="store_true", help="one short repetition of everything")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load-latest.json")

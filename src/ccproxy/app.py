@@ -136,7 +136,7 @@ class ProxyApp:
         self.retry_budget = RetryBudget(settings.retry_budget)
         # Redis for state several processes share (shared.py); None: each keeps its own
         self.shared = Shared(settings.redis_url) if settings.redis_url else None
-        self._circuit_task: asyncio.Task[None] | None = None
+        self._shared_task: asyncio.Task[None] | None = None
         self.cache = (
             ResponseCache(settings.cache_max_entries, settings.cache_max_bytes, settings.cache_ttl, self.shared)
             if settings.cache
@@ -327,13 +327,13 @@ class ProxyApp:
             asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.start_drain)
         if self.shared is not None:
             await self.shared.start()
-            self._circuit_task = asyncio.get_running_loop().create_task(self._sync_circuits())
+            self._shared_task = asyncio.get_running_loop().create_task(self._sync_shared())
         # Verify the shipped encoding now (a corrupt install fails at start); build it lazily on
         # the first count_tokens, since it costs ~25 MB per worker that many never need.
         await asyncio.to_thread(tokens.verify_encoding_file)
 
-    async def _sync_circuits(self) -> None:
-        """Adopt the circuit states other processes pushed to Redis."""
+    async def _sync_shared(self) -> None:
+        """Adopt the circuit states other processes pushed to Redis, and follow cache clears."""
         assert self.shared is not None
         names = self._upstream_names()
         while True:
@@ -342,14 +342,16 @@ class ProxyApp:
                 continue
             try:
                 states = await self.shared.circuit_states(names)
+                if self.cache is not None:
+                    await self.cache.follow_clears()
             except Unavailable:
                 continue
             for name, (failures, open_for) in states.items():
                 self.breaker(name).adopt(failures, open_for)
 
     async def shutdown(self) -> None:
-        if self._circuit_task is not None:
-            self._circuit_task.cancel()
+        if self._shared_task is not None:
+            self._shared_task.cancel()
         if self.shared is not None:
             await self.shared.close()
         if self._settings_task is not None:

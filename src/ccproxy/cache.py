@@ -50,6 +50,7 @@ class ResponseCache:
         self.stored = 0
         self.shared_hits = 0  # hits from Redis (the local store counts its own)
         self.shared_misses = 0
+        self._generation: int | None = None
 
     @staticmethod
     def key(request: Any, upstream: str, upstream_model: str) -> str:
@@ -59,21 +60,21 @@ class ResponseCache:
 
     async def get_or_fetch(self, key: str, fetch: Callable[[], Awaitable[Response]]) -> tuple[Response, str]:
         """(response, how): how is "hit", "shared" or "miss"."""
-        shared = self.shared if self.shared is not None and self.shared.up else None
-        cached = None
-        if shared is not None:
-            try:
-                cached = await shared.cache_get(key)
-                if cached is None:
-                    self.shared_misses += 1
-                else:
-                    self.shared_hits += 1
-            except Unavailable:
-                shared = None
-        if shared is None:
-            cached = self.store.get(key)
+        cached = self.store.get(key)  # with Redis: the near-cache of what this process saw
         if cached is not None:
             return cached, "hit"
+        shared = self.shared if self.shared is not None and self.shared.up else None
+        if shared is not None:
+            try:
+                found = await shared.cache_get(key)
+            except Unavailable:
+                shared = None
+            else:
+                if found is not None:
+                    self.shared_hits += 1
+                    self._keep(key, found[0], found[1])
+                    return found[0], "hit"
+                self.shared_misses += 1
         flight = self.inflight.get(key)
         if flight is not None:
             self.shared_waits += 1
@@ -105,8 +106,11 @@ class ResponseCache:
         self._keep(key, response)
         return response, "miss"
 
-    def _keep(self, key: str, response: Response) -> None:
-        if response.status == 200 and self.store.put(key, response, len(response.body) + ENTRY_OVERHEAD):
+    def _keep(self, key: str, response: Response, left: float | None = None) -> None:
+        """Store locally; ``left``: the seconds the entry has left elsewhere (Redis), so the
+        near-cache copy expires with it."""
+        now = None if left is None else time.monotonic() - max(0.0, self.store.ttl - left)
+        if response.status == 200 and self.store.put(key, response, len(response.body) + ENTRY_OVERHEAD, now):
             self.stored += 1
 
     async def _fetch_shared(
@@ -119,6 +123,7 @@ class ResponseCache:
                 answer = await shared.cache_wait(key, deadline)  # raises the leader's failure
                 if answer is not None:
                     self.shared_waits += 1
+                    self._keep(key, answer)
                     return answer, "shared"
                 if time.monotonic() >= deadline:
                     break  # a leader that takes this long: fetch too
@@ -133,7 +138,7 @@ class ResponseCache:
             shared.cache_release(key)  # (this task may be cancelled: no awaiting here)
             raise
         if response.status == 200:
-            self.stored += 1
+            self._keep(key, response)
             await self._settle(shared, shared.cache_put(key, response, self.store.ttl), key)
         else:
             await self._settle(shared, shared.cache_fail(key, response), key)
@@ -147,6 +152,14 @@ class ResponseCache:
                 await publish
         with contextlib.suppress(Unavailable):
             await shared.cache_unlock(key)
+
+    async def follow_clears(self) -> None:
+        """Drop the near-cache when another process cleared the shared cache (polled)."""
+        assert self.shared is not None
+        generation = await self.shared.cache_generation()
+        if self._generation is not None and generation != self._generation:
+            self.store.clear()
+        self._generation = generation
 
     async def clear(self) -> int:
         count = len(self.store)

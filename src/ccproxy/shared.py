@@ -6,6 +6,8 @@ With it, they share:
 - the response cache and in-flight de-duplication (``cache.py``): answers live under
   ``ccproxy:cache:<key>``; the process that wins ``SET ccproxy:lock:<key> NX`` asks the upstream,
   the others poll for its answer (or its failure, kept for a moment under ``ccproxy:fail:<key>``);
+  each process keeps what it saw in its local store too (a near-cache, expiring with the Redis
+  entry), dropped when a clear bumps ``ccproxy:cache-generation``;
 - the rate limiter's window (``ratelimit.py``): per-second buckets of requests and tokens,
   checked and taken atomically by one Lua script;
 - circuit-breaker state (``resilience.py``): consecutive faults and the open-until time per
@@ -241,9 +243,16 @@ class Shared:
 
     # --- cache and in-flight de-duplication ------------------------------------------------
 
-    async def cache_get(self, key: str) -> Response | None:
-        data = await self.run(self.client.get(PREFIX + "cache:" + key))
-        return decode_response(data) if data is not None else None
+    async def cache_get(self, key: str) -> tuple[Response, float] | None:
+        """The entry and the seconds it has left."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(PREFIX + "cache:" + key).pttl(PREFIX + "cache:" + key)
+        data, left_ms = await self.run(pipe.execute())
+        return (decode_response(data), max(0, left_ms) / 1000) if data is not None else None
+
+    async def cache_generation(self) -> int:
+        """Bumped by every clear: processes drop their near-cache when it changes."""
+        return int(await self.run(self.client.get(PREFIX + "cache-generation")) or 0)
 
     async def cache_put(self, key: str, response: Response, ttl: float) -> None:
         await self.run(self.client.set(PREFIX + "cache:" + key, encode_response(response), px=max(1, int(ttl * 1000))))
@@ -291,6 +300,7 @@ class Shared:
         count = 0
         async for name in self.client.scan_iter(match=PREFIX + "cache:*", count=500):
             count += await self.client.delete(name)
+        await self.client.incr(PREFIX + "cache-generation")
         return count
 
     # --- rate limits ------------------------------------------------------------------------

@@ -50,14 +50,15 @@ def test_duplicated_concurrent_requests_reach_the_upstream_once(two_proxies, moc
     assert [a.status_code for a in answers] == [200] * 20
     assert {a.json()["content"][0]["text"] for a in answers} == {"computed once"}
     assert len(mock_upstream.requests(key)) == 1
-    # and later identical requests are answered from the shared cache, by either process
-    assert post(two_proxies[1], ask(key)).json()["content"][0]["text"] == "computed once"
+    # and later identical requests are answered from the cache, by either process
+    for proxy in two_proxies:
+        assert post(proxy, ask(key)).json()["content"][0]["text"] == "computed once"
     assert len(mock_upstream.requests(key)) == 1
     assert all(metrics(p)["shared"]["state"] == "up" for p in two_proxies)
-    hits = sum(metrics(p)["cache"]["redis_hits"] for p in two_proxies)
-    assert hits >= 1
+    assert sum(metrics(p)["cache"]["hits"] for p in two_proxies) >= 2
     # clearing through one proxy clears for both
     assert httpx.post(f"{two_proxies[0].base}/v1/cache/clear").json()["cleared"] >= 1
+    time.sleep(0.6)  # the other process drops its near-cache within 0.25 s
     post(two_proxies[1], ask(key))
     assert len(mock_upstream.requests(key)) == 2
 

@@ -223,3 +223,39 @@ def test_leases_are_taken_far_from_the_limit_and_shrink_near_it(redis_server):
     assert far == [0, 64, 0]  # a whole lease (no token limit: no tokens counted beyond the request's)
     assert near == [1, 1, 1, 1]  # 12 a minute: (12 - taken) / 10 < 2, one at a time
     assert 200 <= counted <= 200 + 64  # 200 requests, four calls at most (leases of 64)
+
+
+def test_near_cache_follows_redis_and_its_clears(redis_server):
+    async def fetch() -> Response:
+        return Response(200, b'{"n":1}')
+
+    async def scenario() -> list[object]:
+        one, two = Shared(redis_server.url), Shared(redis_server.url)
+        await one.start()
+        await two.start()
+        a, b = ResponseCache(10, 1 << 20, 60, one), ResponseCache(10, 1 << 20, 60, two)
+        try:
+            await b.follow_clears()  # (as the app's sync loop does from the start)
+            out: list[object] = [(await a.get_or_fetch("k", fetch))[1]]
+            out.append((await b.get_or_fetch("k", fetch))[1])  # from Redis, kept near
+            out.append((b.shared_hits, b.store.hits))
+            out.append((await b.get_or_fetch("k", fetch))[1])  # from its near-cache
+            out.append((b.shared_hits, b.store.hits))
+            await one.client.pexpire("ccproxy:cache:k", 50)  # near copies expire with Redis'
+            c = ResponseCache(10, 1 << 20, 60, Shared(redis_server.url))
+            await c.shared.start()
+            await c.get_or_fetch("k", fetch)
+            await asyncio.sleep(0.1)
+            out.append(c.store.get("k") is None)
+            await c.shared.close()
+            await a.get_or_fetch("j", fetch)
+            await b.get_or_fetch("j", fetch)
+            out.append(await a.clear() >= 1)
+            await b.follow_clears()
+            out.append(len(b.store))
+            return out
+        finally:
+            await one.close()
+            await two.close()
+
+    assert run(scenario()) == ["miss", "hit", (1, 0), "hit", (1, 1), True, True, 0]
