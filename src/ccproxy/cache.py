@@ -118,40 +118,42 @@ class ResponseCache:
     ) -> tuple[Response, str]:
         """Lead (take Redis' lock, fetch, publish) or wait for the process that leads."""
         deadline = time.monotonic() + self.LOCK_TTL
-        try:
-            while not await shared.cache_lock(key, uuid.uuid4().hex, self.LOCK_TTL):
+        lock = uuid.uuid4().hex
+        token: str | None = None  # the lock's token once we hold it
+        with contextlib.suppress(Unavailable):  # (Redis gone: fetch without the lock)
+            while time.monotonic() < deadline:  # (a leader that takes this long: fetch too)
+                if await shared.cache_lock(key, lock, self.LOCK_TTL):
+                    token = lock
+                    break
                 answer = await shared.cache_wait(key, deadline)  # raises the leader's failure
                 if answer is not None:
                     self.shared_waits += 1
                     self._keep(key, answer)
                     return answer, "shared"
-                if time.monotonic() >= deadline:
-                    break  # a leader that takes this long: fetch too
-        except Unavailable:
-            pass  # local from here on
         try:
             response = await fetch()
         except ProxyError as exc:
-            await self._settle(shared, shared.cache_fail(key, exc), key)
+            await self._settle(shared, shared.cache_fail(key, exc), key, token)
             raise
         except BaseException:
-            shared.cache_release(key)  # (this task may be cancelled: no awaiting here)
+            if token is not None:
+                shared.cache_release(key, token)  # (this task may be cancelled: no awaiting here)
             raise
         if response.status == 200:
             self._keep(key, response)
-            await self._settle(shared, shared.cache_put(key, response, self.store.ttl), key)
+            await self._settle(shared, shared.cache_put(key, response, self.store.ttl), key, token)
         else:
-            await self._settle(shared, shared.cache_fail(key, response), key)
+            await self._settle(shared, shared.cache_fail(key, response), key, token)
         return response, "miss"
 
     @staticmethod
-    async def _settle(shared: Shared, publish: Awaitable[None] | None, key: str) -> None:
-        """Publish the outcome (while Redis is there), then release the lock."""
+    async def _settle(shared: Shared, publish: Awaitable[None], key: str, token: str | None) -> None:
+        """Publish the outcome (while Redis is there), then release the lock if we hold it."""
         with contextlib.suppress(Unavailable):
-            if publish is not None:
-                await publish
-        with contextlib.suppress(Unavailable):
-            await shared.cache_unlock(key)
+            await publish
+        if token is not None:
+            with contextlib.suppress(Unavailable):
+                await shared.cache_unlock(key, token)
 
     async def follow_clears(self) -> None:
         """Drop the near-cache when another process cleared the shared cache (polled)."""

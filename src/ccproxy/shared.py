@@ -115,6 +115,11 @@ end
 return 0
 """
 
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 # One outcome of a request to an upstream: a fault counts (and opens the circuit at the
 # threshold), anything else resets the count and closes it.
 _CIRCUIT = """
@@ -161,6 +166,7 @@ class Shared:
         self._rate: Any = None
         self._circuit: Any = None
         self._rate_correct: Any = None
+        self._unlock: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
@@ -181,6 +187,7 @@ class Shared:
         self._rate = self.client.register_script(_RATE)
         self._circuit = self.client.register_script(_CIRCUIT)
         self._rate_correct = self.client.register_script(_RATE_CORRECT)
+        self._unlock = self.client.register_script(_UNLOCK)
         try:
             await self.run(self.client.ping())
             log.info("shared state on Redis %s", without_password(self.url))
@@ -260,13 +267,14 @@ class Shared:
     async def cache_lock(self, key: str, token: str, ttl: float) -> bool:
         return bool(await self.run(self.client.set(PREFIX + "lock:" + key, token, nx=True, px=int(ttl * 1000))))
 
-    async def cache_unlock(self, key: str) -> None:
-        await self.run(self.client.delete(PREFIX + "lock:" + key))
+    async def cache_unlock(self, key: str, token: str) -> None:
+        """Release the lock if it is still ours (it may have expired and been taken since)."""
+        await self.run(self._unlock(keys=[PREFIX + "lock:" + key], args=[token]))
 
-    def cache_release(self, key: str) -> None:
+    def cache_release(self, key: str, token: str) -> None:
         """``cache_unlock`` in the background (for a fetch that is being cancelled)."""
         if self.up:
-            self.spawn(self.client.delete(PREFIX + "lock:" + key))
+            self.spawn(self._unlock(keys=[PREFIX + "lock:" + key], args=[token]))
 
     async def cache_fail(self, key: str, failure: Response | ProxyError) -> None:
         if isinstance(failure, ProxyError):

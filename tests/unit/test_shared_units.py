@@ -259,3 +259,23 @@ def test_near_cache_follows_redis_and_its_clears(redis_server):
             await two.close()
 
     assert run(scenario()) == ["miss", "hit", (1, 0), "hit", (1, 1), True, True, 0]
+
+
+def test_a_lock_is_released_only_by_its_holder(redis_server):
+    async def scenario() -> list[object]:
+        shared = Shared(redis_server.url)
+        await shared.start()
+        try:
+            out: list[object] = [await shared.cache_lock("k", "first", 0.05)]
+            out.append(await shared.cache_lock("k", "second", 30))  # still held
+            await asyncio.sleep(0.1)
+            out.append(await shared.cache_lock("k", "second", 30))  # expired: taken over
+            await shared.cache_unlock("k", "first")  # the late first holder must not free it
+            out.append(await shared.client.get("ccproxy:lock:k"))
+            await shared.cache_unlock("k", "second")
+            out.append(await shared.client.get("ccproxy:lock:k"))
+            return out
+        finally:
+            await shared.close()
+
+    assert run(scenario()) == [True, False, True, b"second", None]
