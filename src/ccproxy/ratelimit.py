@@ -168,7 +168,9 @@ class RateLimiter:
 
     async def _ask(self, tokens: float) -> list[float]:
         assert self.shared is not None
-        return await self.shared.rate_take(self.name, self.effective_rpm, self.effective_tpm, tokens, LEASE)
+        lease, self._lease = self._lease, [0.0, 0, 0.0, -1]
+        back = (max(0, int(lease[1])), max(0, int(lease[2])), int(lease[3]))  # what it did not spend
+        return await self.shared.rate_take(self.name, self.effective_rpm, self.effective_tpm, tokens, LEASE, back)
 
     def _take_shared(self, tokens: float, now: float, second: int) -> list[float]:
         entry = self._take(tokens, now)

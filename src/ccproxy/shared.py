@@ -46,14 +46,17 @@ FAIL_TTL_MS = 3000  # a leader's failure is handed to the waiters for this long
 # dropped. Each call first drops the seconds that left the window (each second once, so the
 # work is constant per call), then checks the totals and takes room. Returns 0 when the request
 # was counted, else the milliseconds until it would fit (scanning the buckets: only then).
-# Far from the limits a call takes a small lease (ARGV[5]: up to that many requests, and a
-# tenth of the free tokens) that the process spends locally for a second, so a busy proxy asks
-# Redis once per lease rather than once per request; near the limits the lease shrinks to the
-# one request, which keeps the limit exact where it matters. Returns {wait_ms, requests, tokens}.
+# Far from the limits a call takes a small lease (ARGV[5]: up to that many requests, at most
+# 1 % of the free room, and 1 % of the free tokens) that the process spends locally for a
+# second, so a busy proxy asks Redis once per lease rather than once per request; what it did
+# not spend comes back with its next call (ARGV[6..8]: requests, tokens, their second). Below
+# 200 free requests the lease is the one request, which keeps the limit exact where it matters.
+# Returns {wait_ms, requests, tokens}.
 _RATE = """
 local key, now_ms = KEYS[1], tonumber(ARGV[1])
 local rpm, tpm, cost = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local lease = tonumber(ARGV[5])
+local back_r, back_t, back_second = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local now = math.floor(now_ms / 1000)
 local low = now - 59
 local head = redis.call('HMGET', key, 'from', 'r', 't')
@@ -75,6 +78,12 @@ if from < low then
   end
   from = low
 end
+if (back_r > 0 or back_t > 0) and back_second >= from and redis.call('HEXISTS', key, 'r:' .. back_second) == 1 then
+  redis.call('HINCRBY', key, 'r:' .. back_second, 0 - back_r)  -- (not -x: Lua's -0 is no integer)
+  redis.call('HINCRBY', key, 't:' .. back_second, 0 - back_t)
+  reqs, toks = reqs - back_r, toks - back_t
+  redis.call('HSET', key, 'r', reqs, 't', toks)
+end
 local wait = 0
 local over_r = rpm > 0 and reqs + 1 > rpm
 local over_t = tpm > 0 and toks > 0 and toks + cost > tpm
@@ -92,9 +101,9 @@ if over_r or over_t then
   return {wait, 0, 0}
 end
 local n = lease
-if rpm > 0 then n = math.max(1, math.min(lease, math.floor((rpm - reqs) / 10))) end
+if rpm > 0 then n = math.max(1, math.min(lease, math.floor((rpm - reqs) / 100))) end
 local t = cost
-if tpm > 0 then t = cost + math.max(0, math.floor((tpm - toks - cost) / 10)) end
+if tpm > 0 then t = cost + math.max(0, math.floor((tpm - toks - cost) / 100)) end
 redis.call('HSET', key, 'from', from)
 redis.call('HINCRBY', key, 'r', n)
 redis.call('HINCRBY', key, 't', t)
@@ -313,13 +322,15 @@ class Shared:
 
     # --- rate limits ------------------------------------------------------------------------
 
-    async def rate_take(self, name: str, rpm: float, tpm: float, tokens: float, lease: int = 1) -> list[float]:
+    async def rate_take(
+        self, name: str, rpm: float, tpm: float, tokens: float, lease: int = 1, back: tuple[int, int, int] = (0, 0, -1)
+    ) -> list[float]:
         """[0, second, requests, tokens] when room was taken in the shared window (the request's
-        and possibly a lease beyond it), else [seconds until it would fit, -1, 0, 0]."""
+        and possibly a lease beyond it), else [seconds until it would fit, -1, 0, 0]. ``back``:
+        an unspent lease returned (requests, tokens, second)."""
         now_ms = int(time.time() * 1000)
-        wait_ms, granted, granted_tokens = await self.run(
-            self._rate(keys=[f"{PREFIX}rate:{name}"], args=[now_ms, int(rpm), int(tpm), int(max(0, tokens)), lease])
-        )
+        args = [now_ms, int(rpm), int(tpm), int(max(0, tokens)), lease, *back]
+        wait_ms, granted, granted_tokens = await self.run(self._rate(keys=[f"{PREFIX}rate:{name}"], args=args))
         if wait_ms:
             return [int(wait_ms) / 1000, -1, 0, 0]
         return [0.0, now_ms // 1000, int(granted), int(granted_tokens)]

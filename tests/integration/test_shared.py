@@ -199,3 +199,12 @@ def test_postgres_going_away_fails_no_request_and_logging_resumes(mock_upstream,
             stop_proxy(proxy)
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("two_proxies", [{"CCPROXY_RPM": "10", "CCPROXY_RATE_MAX_WAIT": "1"}], indirect=True)
+def test_a_concurrent_burst_gets_exactly_the_limit_across_processes(two_proxies, mock_upstream):
+    key = mock_upstream.script({"json": completion("ok"), "wait": 0.05})
+    with concurrent.futures.ThreadPoolExecutor(24) as pool:
+        statuses = list(pool.map(lambda i: post(two_proxies[i % 2], ask(key, str(i))).status_code, range(24)))
+    assert statuses.count(200) == 10 and statuses.count(429) == 14, statuses
+    assert len(mock_upstream.requests(key)) == 10

@@ -176,7 +176,7 @@ def test_rate_script_slides_second_by_second(redis_server):
         try:
 
             async def take(at: float, rpm: int = 3, tpm: int = 0, cost: int = 0) -> int:
-                result = await shared._rate(keys=["t:slide"], args=[int(at * 1000), rpm, tpm, cost, 1])
+                result = await shared._rate(keys=["t:slide"], args=[int(at * 1000), rpm, tpm, cost, 1, 0, 0, -1])
                 return int(result[0])
 
             t0 = 1_800_000_000.0
@@ -203,26 +203,34 @@ def test_rate_script_slides_second_by_second(redis_server):
 
 
 def test_leases_are_taken_far_from_the_limit_and_shrink_near_it(redis_server):
-    async def scenario() -> tuple[list[int], list[float], int]:
+    async def scenario() -> tuple[list[int], list[float], int, int]:
         shared = Shared(redis_server.url)
         await shared.start()
         try:
-            far = [int(g) for g in (await shared._rate(keys=["t:lease"], args=[1_800_000_000_000, 10_000, 0, 0, 64]))]
+            far = [
+                int(g)
+                for g in (await shared._rate(keys=["t:lease"], args=[1_800_000_000_000, 10_000, 0, 0, 64, 0, 0, -1]))
+            ]
             near = []
             for _ in range(4):
-                near.append((await shared._rate(keys=["t:near"], args=[1_800_000_000_000, 12, 0, 0, 64]))[1])
+                near.append((await shared._rate(keys=["t:near"], args=[1_800_000_000_000, 12, 0, 0, 64, 0, 0, -1]))[1])
             limiter = RateLimiter(rpm=100_000, shared=shared, name="busy")
             for _ in range(200):
                 await limiter.acquire(1)
             counted = int(await shared.client.hget(b"ccproxy:rate:busy", "r"))
-            return far, near, counted
+            # an unspent lease comes back with the next call
+            before = int(await shared.client.hget("t:lease", "r"))
+            await shared._rate(keys=["t:lease"], args=[1_800_000_000_500, 10_000, 0, 0, 1, 60, 0, 1_800_000_000])
+            returned = before - int(await shared.client.hget("t:lease", "r"))
+            return far, near, counted, returned
         finally:
             await shared.close()
 
-    far, near, counted = run(scenario())
+    far, near, counted, returned = run(scenario())
     assert far == [0, 64, 0]  # a whole lease (no token limit: no tokens counted beyond the request's)
     assert near == [1, 1, 1, 1]  # 12 a minute: (12 - taken) / 10 < 2, one at a time
     assert 200 <= counted <= 200 + 64  # 200 requests, four calls at most (leases of 64)
+    assert returned == 60 - 1  # 60 given back, the new call's one request taken
 
 
 def test_near_cache_follows_redis_and_its_clears(redis_server):
