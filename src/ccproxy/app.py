@@ -780,6 +780,9 @@ class ProxyApp:
             state = self.breaker(name).state
             circuits[f'upstream="{name}"'] = {"closed": 0, "half_open": 1, "open": 2}[state]
         gauges = {"ccproxy_in_flight_requests": self.in_flight, "ccproxy_draining": int(self.draining)}
+        if self.shared is not None:  # 0 while Redis is unreachable and local state stands in
+            gauges["ccproxy_shared_state_up"] = int(self.shared.up)
+            gauges["ccproxy_shared_state_errors"] = self.shared.errors
         labelled: dict[str, dict[str, float]] = {
             "ccproxy_circuit_state": circuits,
             "ccproxy_native_info": {f'implementation="{_native.IMPLEMENTATION}"': 1},

@@ -156,6 +156,7 @@ def test_starts_and_serves_without_redis(mock_upstream, tmp_path):
         shared = metrics(proxy)["shared"]
         assert shared["backend"] == "redis" and shared["state"].startswith("down")
         assert shared["url"] == "redis://127.0.0.1:1/0"
+        assert "ccproxy_shared_state_up 0" in httpx.get(f"{proxy.base}/metrics").text
         text = httpx.get(f"{proxy.base}/v1/metrics").text + (tmp_path / "stdout.log").read_text()
         assert "redis-secret-pw" not in text
     finally:
