@@ -7,6 +7,7 @@ that table drives parsing, validation and ``ccproxy --help``.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -384,12 +385,16 @@ def _database(url: str | None, path: Path | None) -> Path | str | None:
         return path
     if not url.startswith(("postgres://", "postgresql://")):
         raise ConfigError("DATABASE_URL must be a postgresql:// URL (the SQLite store needs no URL)")
+    if importlib.util.find_spec("psycopg") is None:
+        raise ConfigError("DATABASE_URL needs psycopg 3: pip install 'ccproxy[postgres]'")
     return url
 
 
 def _redis_url(url: str | None) -> str | None:
     if url and not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+    if url and importlib.util.find_spec("redis") is None:
+        raise ConfigError("REDIS_URL needs redis-py: pip install 'ccproxy[redis]'")
     return url or None
 
 

@@ -88,3 +88,18 @@ def test_schema_drop_keys_setting():
         "$schema",
         "format",
     )
+
+
+def test_shared_backend_urls():
+    s = Settings.from_env(
+        {**BASE, "REDIS_URL": "redis://:pw@cache:6379/0", "DATABASE_URL": "postgresql://u:pw@db/ccproxy"}
+    )
+    assert s.redis_url == "redis://:pw@cache:6379/0" and s.db_path == "postgresql://u:pw@db/ccproxy"
+    off = Settings.from_env({**BASE, "DATABASE_URL": "postgresql://u@db/x", "CCPROXY_DB_PATH": "off"})
+    assert off.db_path is None  # the store off stays off
+    for env, fragment in (
+        ({"REDIS_URL": "http://cache:6379"}, "REDIS_URL must start with"),
+        ({"DATABASE_URL": "mysql://db/x"}, "DATABASE_URL must be a postgresql:// URL"),
+    ):
+        with pytest.raises(ConfigError, match=fragment):
+            Settings.from_env({**BASE, **env})
