@@ -287,3 +287,22 @@ def test_a_lock_is_released_only_by_its_holder(redis_server):
             await shared.close()
 
     assert run(scenario()) == [True, False, True, b"second", None]
+
+
+def test_postgres_store_takes_what_sqlite_takes(postgres_server):
+    """Flags given as booleans and text with NUL characters (PostgreSQL refuses both as-is)."""
+    from ccproxy.dashboard import Dashboard
+    from ccproxy.store import connect, migrate, write_batch
+
+    url = postgres_server.new_database()
+    conn = connect(url)
+    assert migrate(conn) == migrate(conn) == 2  # applied once, then nothing to do
+    record = {"id": "req_x", "ts": time.time(), "model": "claude-\x00sonnet", "streaming": True, "status": 200}
+    write_batch(conn, [record])
+    write_batch(conn, [record])  # the same record again: stored once
+    conn.close()
+    board = Dashboard(url)
+    listed = board.requests(1, 10, "SONNET")  # LIKE ignores case on both engines
+    assert listed["total"] == 1
+    row = listed["requests"][0]
+    assert row["model"] == "claude-sonnet" and row["response"]["isStreaming"] is True
