@@ -186,13 +186,17 @@ class Shared:
             from redis.backoff import NoBackoff
         except ImportError:
             raise RuntimeError("REDIS_URL needs redis-py: pip install 'ccproxy[redis]'") from None
-        self.client = redis.Redis.from_url(
+        # A blocking pool: a burst of more operations than connections waits for one (up to
+        # the timeout) instead of failing, which would count as an outage.
+        pool = redis.BlockingConnectionPool.from_url(
             self.url,
+            max_connections=64,
+            timeout=TIMEOUT,
             socket_timeout=TIMEOUT,
             socket_connect_timeout=TIMEOUT,
             retry=Retry(NoBackoff(), 0),
-            max_connections=256,
         )
+        self.client = redis.Redis(connection_pool=pool)
         self._rate = self.client.register_script(_RATE)
         self._circuit = self.client.register_script(_CIRCUIT)
         self._rate_correct = self.client.register_script(_RATE_CORRECT)
@@ -206,6 +210,7 @@ class Shared:
     async def close(self) -> None:
         if self.client is not None:
             await self.client.aclose()
+            await self.client.connection_pool.disconnect()  # (a pool passed in is not closed by aclose)
 
     @property
     def up(self) -> bool:

@@ -306,3 +306,16 @@ def test_postgres_store_takes_what_sqlite_takes(postgres_server):
     assert listed["total"] == 1
     row = listed["requests"][0]
     assert row["model"] == "claude-sonnet" and row["response"]["isStreaming"] is True
+
+
+def test_a_burst_beyond_the_pool_waits_instead_of_failing(redis_server):
+    async def scenario() -> tuple[int, int]:
+        shared = Shared(redis_server.url)
+        await shared.start()
+        try:
+            found = await asyncio.gather(*(shared.cache_get(f"nothing-{i}") for i in range(500)))
+            return sum(f is None for f in found), shared.errors
+        finally:
+            await shared.close()
+
+    assert run(scenario()) == (500, 0)
