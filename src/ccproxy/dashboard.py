@@ -89,7 +89,8 @@ class Dashboard:
                 conn.execute("SELECT 1 FROM requests LIMIT 0")
             except DB_ERRORS as exc:
                 raise ProxyError(503, f"the request log is unavailable: {exc}", "api_error") from None
-            conn.row_factory = sqlite3.Row
+            if isinstance(conn, sqlite3.Connection):  # (pg.Connection's rows read by name already)
+                conn.row_factory = sqlite3.Row
             self._local.conn = conn
         return conn
 

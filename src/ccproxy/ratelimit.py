@@ -142,9 +142,7 @@ class RateLimiter:
             await asyncio.shield(self._asking)  # one request renews the lease; the others wait
         self._asking = asyncio.get_running_loop().create_future()
         try:
-            wait, second, granted, granted_tokens = await self._ask(tokens)
-            if wait <= 0:
-                self._lease = [self._clock() + LEASE_SECONDS, granted - 1, granted_tokens - tokens, second]
+            wait, second = await self._ask(tokens)  # (a grant is the new lease before others look)
         finally:
             self._asking.set_result(None)
             self._asking = None
@@ -160,17 +158,23 @@ class RateLimiter:
                         self.rejected += 1
                         raise self._refusal("rate limit reached", wait)
                     await asyncio.sleep(wait)
-                    wait, second, granted, granted_tokens = await self._ask(tokens)
+                    wait, second = await self._ask(tokens)
             finally:
                 self.queued -= 1
-            self._lease = [self._clock() + LEASE_SECONDS, granted - 1, granted_tokens - tokens, second]
         return self._take_shared(tokens, self._clock(), int(second))
 
-    async def _ask(self, tokens: float) -> list[float]:
+    async def _ask(self, tokens: float) -> tuple[float, float]:
+        """Ask Redis for room, giving back what the current lease did not spend; a grant beyond
+        this request becomes the new lease. (seconds to wait or 0, the bucket's second)"""
         assert self.shared is not None
         lease, self._lease = self._lease, [0.0, 0, 0.0, -1]
-        back = (max(0, int(lease[1])), max(0, int(lease[2])), int(lease[3]))  # what it did not spend
-        return await self.shared.rate_take(self.name, self.effective_rpm, self.effective_tpm, tokens, LEASE, back)
+        back = (max(0, int(lease[1])), max(0, int(lease[2])), int(lease[3]))
+        wait, second, granted, granted_tokens = await self.shared.rate_take(
+            self.name, self.effective_rpm, self.effective_tpm, tokens, LEASE, back
+        )
+        if wait <= 0:
+            self._lease = [self._clock() + LEASE_SECONDS, granted - 1, granted_tokens - tokens, second]
+        return wait, second
 
     def _take_shared(self, tokens: float, now: float, second: int) -> list[float]:
         entry = self._take(tokens, now)
@@ -188,8 +192,9 @@ class RateLimiter:
         if len(entry) > 2 and self.shared is not None:
             second = int(entry[2])
             self._corrections[second] = self._corrections.get(second, 0) + int(actual_tokens - entry[1])
-            if self._clock() >= self._next_correction:  # one batch to Redis at most every 0.25 s
-                self._next_correction = self._clock() + 0.25
+            now = self._clock()
+            if now >= self._next_correction:  # one batch to Redis at most every 0.25 s
+                self._next_correction = now + 0.25
                 self.shared.rate_correct(self.name, self._corrections)
                 self._corrections = {}
         if entry[0] > self._slid_to:  # still in the window (a scan would cost O(window))

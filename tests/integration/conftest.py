@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,16 +14,12 @@ import anthropic
 import httpx
 import pytest
 
+from tests.support.servers import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 MOCK = ROOT / "tests" / "support" / "mock_upstream.py"
 UPSTREAM_KEY = "sk-upstream-secret-0123456789abcdef"
 CLIENT_KEY = "sk-ant-client-secret-abcdef0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
