@@ -4,7 +4,8 @@
 copies of every query, a PostgreSQL connection is wrapped so that the same statements run on
 it: ``translate`` rewrites the few constructs that differ (parameters, LIKE's case rule, BEGIN
 IMMEDIATE, SQLite's date function) once per statement text, and rows come back addressable by
-index and by name like ``sqlite3.Row``, with PostgreSQL's NUMERIC sums as plain ints. The
+index and by name like ``sqlite3.Row``, with PostgreSQL's NUMERIC sums as plain ints;
+parameters lose NUL characters and booleans become integers, as SQLite would store them. The
 schema itself has its own migrations (``store.PG_MIGRATIONS``), since DDL differs the most.
 
 Connections use autocommit, so ``BEGIN`` / ``COMMIT`` statements delimit transactions exactly
@@ -64,6 +65,14 @@ class Row(tuple):  # type: ignore[type-arg]
         return list(self._names)
 
 
+def _value(value: Any) -> Any:
+    """A parameter as SQLite would take it: PostgreSQL's text cannot hold NUL characters, and
+    our integer flags may come as booleans."""
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    return int(value) if isinstance(value, bool) else value
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):  # sum() over BIGINT is NUMERIC in PostgreSQL
         return int(value) if value == value.to_integral_value() else float(value)
@@ -85,11 +94,11 @@ class Connection:
         self._conn = psycopg.connect(url, autocommit=True, row_factory=_row_factory, connect_timeout=10)
 
     def execute(self, sql: str, params: Any = ()) -> Any:
-        return self._conn.execute(translate(sql), tuple(params))
+        return self._conn.execute(translate(sql), tuple(map(_value, params)))
 
     def executemany(self, sql: str, seq: Any) -> Any:
         cursor = self._conn.cursor()
-        cursor.executemany(translate(sql), list(seq))
+        cursor.executemany(translate(sql), [tuple(map(_value, params)) for params in seq])
         return cursor
 
     @property

@@ -307,12 +307,6 @@ def write_batch(conn: Any, batch: list[dict[str, Any]]) -> None:
     write_rows(conn, [row_from(r) for r in batch])
 
 
-def _pg_value(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    return int(value) if isinstance(value, bool) else value
-
-
 def write_rows(conn: Any, rows: list[Any]) -> None:
     """Insert rows (``row_from`` order) and add them to the roll-ups, in one transaction.
 
@@ -321,8 +315,6 @@ def write_rows(conn: Any, rows: list[Any]) -> None:
     the GIL around every statement step, and one step per row made threads hand the GIL back
     and forth for every request.
     """
-    if isinstance(conn, pg.Connection):  # PostgreSQL's text cannot hold NUL; flags are integers
-        rows = [[_pg_value(v) for v in r] for r in rows]
     ts, model, org = _COL["ts"], _COL["model"], _COL["organization_id"]
     status, error = _COL["status"], _COL["error_type"]
     tokens = [_COL[c] for c in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")]
