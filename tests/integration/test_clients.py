@@ -17,7 +17,7 @@ from .test_messages import completion, raw_stream, text_stream
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module", params=[*(f"{c}+rsgi" for c in CLIENTS), "aiohttp+asgi"])
+@pytest.fixture(scope="module", params=[*(f"{c}+rsgi" for c in CLIENTS), "httpx+asgi"])
 def client_proxy(request, mock_upstream, tmp_path_factory):
     client, interface = request.param.split("+")
     proxy = start_proxy(

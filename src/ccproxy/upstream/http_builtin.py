@@ -9,19 +9,25 @@ upstream with a fixed set of headers, so most of that work can be done once:
 * one ``asyncio.Protocol`` per connection feeds llhttp; body chunks are queued for the reader,
   and reading from the socket pauses above ``HIGH_WATER`` bytes, so a slow consumer never makes
   us buffer a whole upstream stream;
-* one idle timer per connection (not a task per read) enforces the read timeout, which is paused
+* one timer per connection (not a task per read) enforces the read timeout, which is paused
   while the consumer, not the upstream, is the slow side;
 * connections return to a LIFO pool when a response completes with keep-alive; an abandoned
   response aborts its connection, so the upstream stops generating;
 * a request that fails on a *reused* connection before any response byte arrived (the server
   closed it while idle) is retried once on a new connection; nothing else is retried here.
+
+The upstream is not trusted (docs/security.md): the response head is bounded in bytes and must be
+whole within the read timeout of sending, bodies go through ``BodyGuard`` (size, one event,
+decompression, progress), a connection carries exactly one response per request (bytes nobody
+asked for close it; it can be in the idle pool once), and waiting for a free connection is
+bounded by the connect timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
-import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from urllib.parse import urlsplit
@@ -29,7 +35,16 @@ from urllib.parse import urlsplit
 import httptools
 
 from ..errors import ProxyError
-from .client import UpstreamReadError, UpstreamResponse, connection_lost, describe, read_timeout_error
+from .client import (
+    BodyGuard,
+    Limits,
+    UpstreamReadError,
+    UpstreamResponse,
+    connection_lost,
+    describe,
+    read_timeout_error,
+)
+from .egress import NO_EGRESS, Egress, Proxy, without_userinfo
 
 HIGH_WATER = 256 * 1024  # buffered body bytes at which reading from the socket pauses
 LOW_WATER = 64 * 1024
@@ -40,31 +55,33 @@ class _Retry(Exception):
     """A reused connection died before the response started: safe to send again."""
 
 
-class _Response:
-    __slots__ = ("_chunks", "_conn", "_decoder", "_done", "_error", "_waiter", "buffered", "headers", "status")
+class _Unrequested(Exception):
+    """The upstream began a response no request is waiting for."""
 
-    def __init__(self, conn: _Connection, status: int, headers: dict[str, str]) -> None:
+
+class _PoolTimeout(TimeoutError):
+    """No connection became free within the connect timeout."""
+
+
+class _Response:
+    __slots__ = ("_chunks", "_conn", "_done", "_error", "_waiter", "buffered", "guard", "headers", "status")
+
+    def __init__(self, conn: _Connection, status: int, headers: dict[str, str], guard: BodyGuard) -> None:
         self._conn = conn
         self.status = status
         self.headers = headers
+        self.guard = guard
         self._chunks: deque[bytes] = deque()
         self.buffered = 0
         self._done = False
         self._error: UpstreamReadError | None = None
         self._waiter: asyncio.Future[None] | None = None
-        encoding = headers.get("content-encoding", "").lower()
-        self._decoder = (
-            zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else -zlib.MAX_WBITS)
-            if encoding in ("gzip", "deflate")
-            else None
-        )
 
     # called by the connection
-    def feed(self, data: bytes) -> None:
-        if self._decoder is not None:
-            data = self._decoder.decompress(data)
-            if not data:
-                return
+    def feed(self, data: bytes, now: float) -> None:
+        data = self.guard.feed(data, now)  # raises UpstreamReadError past a limit
+        if not data:
+            return
         self._chunks.append(data)
         self.buffered += len(data)
         if self.buffered > HIGH_WATER:
@@ -72,6 +89,11 @@ class _Response:
         self._wake()
 
     def finish(self) -> None:
+        try:
+            self.guard.finish()
+        except UpstreamReadError as exc:
+            self.fail(exc)
+            return
         self._done = True
         self._wake()
 
@@ -105,10 +127,17 @@ class _Response:
                 self._waiter = None
 
     async def read(self) -> bytes:
-        parts = [chunk async for chunk in self.iter_bytes()]
+        try:
+            parts = [chunk async for chunk in self.iter_bytes()]
+        except BaseException:  # failed, or cancelled (the client left): nobody reads the rest
+            self._abandon()
+            raise
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def close(self) -> None:
+        self._abandon()
+
+    def _abandon(self) -> None:
         if not self._done:
             self._conn.abort()  # the rest is unwanted: stop the upstream instead of draining it
 
@@ -122,8 +151,14 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.reused = False
         self.paused = False
+        self.busy = False  # a request was sent and its response has not completed
+        self.pooled = False  # in the pool's idle list
+        self.reusable = False  # the response just completed with keep-alive: release after parsing
         self.idle_since = 0.0
         self.last_data = 0.0
+        self.sent_at = 0.0
+        self.head_bytes = 0
+        self.read_timeout = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.head_waiter: asyncio.Future[_Response] | None = None
         self.response: _Response | None = None
@@ -136,13 +171,36 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if not self.busy:  # bytes nobody asked for (e.g. a second response): never trust this socket again
+            self.abort()
+            return
         self.got_bytes = True
-        self.last_data = self.loop.time()
+        now = self.last_data = self.loop.time()
+        in_head = self.head_waiter is not None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(connection_lost(exc))
+            cause = exc.__context__
+            self._fail(cause if isinstance(cause, UpstreamReadError) else connection_lost(exc))
             self.abort()
+            return
+        if in_head and self.head_waiter is not None:  # the head is still incomplete
+            self.head_bytes += len(data)
+            if self.head_bytes > self.pool.limits.head_bytes:
+                self._fail(
+                    UpstreamReadError(
+                        "api_error",
+                        f"upstream {self.pool.origin} sent a response head over {self.pool.limits.head_bytes} bytes",
+                    )
+                )
+                self.abort()
+            elif now - self.sent_at > self.read_timeout:
+                self._fail(read_timeout_error(self.pool.origin))
+                self.abort()
+        if self.reusable:
+            self.reusable = False
+            if not self.closed:
+                self.pool.release(self)
 
     def eof_received(self) -> bool:
         response = self.response
@@ -168,6 +226,10 @@ class _Connection(asyncio.Protocol):
         self.pool.forget(self)
 
     # --- llhttp callbacks ---
+    def on_message_begin(self) -> None:
+        if not self.busy:  # a second response after the one that was asked for
+            raise _Unrequested
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_list.append((name, value))
 
@@ -179,46 +241,55 @@ class _Connection(asyncio.Protocol):
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.header_list}
         self.header_list = []
-        self.response = _Response(self, status, headers)
+        guard = BodyGuard(headers, self.pool.limits, self.read_timeout, self.pool.origin, self.last_data)
+        self.response = _Response(self, status, headers, guard)
         waiter, self.head_waiter = self.head_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(self.response)
 
     def on_body(self, body: bytes) -> None:
         if self.response is not None:
-            self.response.feed(body)
+            self.response.feed(body, self.last_data)
 
     def on_message_complete(self) -> None:
         if self.informational:
             self.informational = False
             return
         response, self.response = self.response, None
-        keep_alive = self.parser.should_keep_alive()
+        self.busy = False
         self._stop_timer()
         if response is not None:
             response.finish()
-        if keep_alive and not self.closed:
-            self.pool.release(self)
+        if self.parser.should_keep_alive() and not self.closed:
+            self.reusable = True  # released once this read is parsed whole (see data_received)
         else:
             self.abort()
 
     # --- requests ---
     def start(self, head: bytes, body: bytes, read_timeout: float) -> asyncio.Future[_Response]:
+        self.busy = True
         self.got_bytes = False
+        self.head_bytes = 0
+        self.read_timeout = read_timeout
         self.head_waiter = self.loop.create_future()
-        self.last_data = self.loop.time()
-        self.timer = self.loop.call_later(read_timeout, self._check_idle, read_timeout)
+        self.sent_at = self.last_data = self.loop.time()
+        self.timer = self.loop.call_later(read_timeout, self._check_idle)
         assert self.transport is not None
         self.transport.writelines((head, body))
         return self.head_waiter
 
-    def _check_idle(self, timeout: float) -> None:
+    def _check_idle(self) -> None:
+        """The read timeout: the head must be whole within it of sending; after that the
+        upstream may not stay silent for longer (``BodyGuard`` handles bytes without progress)."""
+        timeout = self.read_timeout
         if self.head_waiter is None and self.response is None:
             self.timer = None
             return
-        idle = self.loop.time() - self.last_data
-        if self.paused or idle < timeout:  # a paused read means the consumer is the slow side
-            self.timer = self.loop.call_later(timeout - idle if not self.paused else timeout, self._check_idle, timeout)
+        now = self.loop.time()
+        since = self.sent_at if self.head_waiter is not None else self.last_data
+        waited = now - since
+        if self.paused or waited < timeout:  # a paused read means the consumer is the slow side
+            self.timer = self.loop.call_later(timeout if self.paused else timeout - waited, self._check_idle)
             return
         self.timer = None
         self._fail(read_timeout_error(self.pool.origin))
@@ -246,10 +317,14 @@ class _Connection(asyncio.Protocol):
         if self.paused and self.transport is not None and not self.closed:
             self.paused = False
             self.last_data = self.loop.time()
+            if self.response is not None:
+                self.response.guard.progress(self.last_data)
             self.transport.resume_reading()
 
     def abort(self) -> None:
         self.closed = True
+        self.busy = False
+        self.reusable = False
         self._stop_timer()
         if self.transport is not None:
             self.transport.abort()
@@ -258,14 +333,18 @@ class _Connection(asyncio.Protocol):
 class _Pool:
     """Connections to one origin: idle ones LIFO, a cap on how many exist."""
 
-    def __init__(self, url: str, connect_timeout: float, limit: int) -> None:
+    def __init__(self, url: str, connect_timeout: float, limit: int, limits: Limits, egress: Egress) -> None:
         parts = urlsplit(url)
-        self.origin = f"{parts.scheme}://{parts.netloc}"
         self.host = parts.hostname or "localhost"
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        self.origin = without_userinfo(f"{parts.scheme}://{parts.netloc}")
+        self.ssl = egress.ssl_context() if parts.scheme == "https" else None
+        self.proxy: Proxy | None = egress.proxy_for(parts.scheme, self.host, self.port)
+        # a plain-HTTP upstream through a proxy: requests in absolute form, to the proxy
+        self.absolute_form = self.proxy is not None and self.ssl is None
         self.connect_timeout = connect_timeout
         self.limit = limit
+        self.limits = limits
         self.loop = asyncio.get_running_loop()
         self.idle: list[_Connection] = []
         self.count = 0
@@ -275,41 +354,122 @@ class _Pool:
         now = self.loop.time()
         while self.idle:
             conn = self.idle.pop()
+            conn.pooled = False
             if not conn.closed and now - conn.idle_since < IDLE_KEEP:
                 conn.reused = True
                 return conn
             conn.abort()
-        while self.count >= self.limit:
-            waiter = self.loop.create_future()
-            self.waiters.append(waiter)
-            await waiter
+        if self.count >= self.limit:
+            await self._wait_for_room(now + self.connect_timeout)
             if self.idle:
                 return await self.acquire()
         self.count += 1
         try:
-            _, conn = await asyncio.wait_for(
-                self.loop.create_connection(
-                    lambda: _Connection(self),
-                    self.host,
-                    self.port,
-                    ssl=self.ssl,
-                    server_hostname=self.host if self.ssl else None,
-                ),
-                self.connect_timeout,
-            )
+            conn = await asyncio.wait_for(self._connect(), self.connect_timeout)
         except BaseException:
             self.count -= 1
             self._wake_one()
             raise
         return conn
 
+    async def _wait_for_room(self, deadline: float) -> None:
+        """Wait (until ``deadline``) for a connection to go idle or away. A waiter that is
+        cancelled or times out after it was woken passes the wake-up on, so none is lost."""
+        while self.count >= self.limit and not self.idle:
+            waiter = self.loop.create_future()
+            self.waiters.append(waiter)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except TimeoutError:
+                self._pass_on(waiter)
+                raise _PoolTimeout(
+                    f"all {self.limit} connections to {self.origin} stayed busy for {self.connect_timeout:g} s"
+                ) from None
+            except BaseException:
+                self._pass_on(waiter)
+                raise
+
+    def _pass_on(self, waiter: asyncio.Future[None]) -> None:
+        if waiter.done() and not waiter.cancelled():
+            self._wake_one()  # we were woken but will not use the room: the next waiter may
+        else:
+            waiter.cancel()  # still queued: _wake_one skips it
+
+    async def _connect(self) -> _Connection:
+        proxy = self.proxy
+        if proxy is None:
+            _, conn = await self.loop.create_connection(
+                lambda: _Connection(self),
+                self.host,
+                self.port,
+                ssl=self.ssl,
+                server_hostname=self.host if self.ssl else None,
+            )
+            return conn
+        if self.absolute_form:
+            _, conn = await self.loop.create_connection(lambda: _Connection(self), proxy.host, proxy.port)
+            return conn
+        sock = await self._tunnel(proxy)
+        try:
+            _, conn = await self.loop.create_connection(
+                lambda: _Connection(self), sock=sock, ssl=self.ssl, server_hostname=self.host
+            )
+        except BaseException:
+            sock.close()
+            raise
+        return conn
+
+    async def _tunnel(self, proxy: Proxy) -> socket.socket:
+        """A socket through ``proxy`` to the upstream (HTTP CONNECT), ready for TLS."""
+        loop = self.loop
+        target = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        infos = await loop.getaddrinfo(proxy.host, proxy.port, type=socket.SOCK_STREAM)
+        error: OSError | None = None
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, address)
+                break
+            except OSError as exc:
+                sock.close()
+                error = exc
+        else:
+            raise error or OSError(f"cannot resolve the proxy {proxy.address}")
+        try:
+            lines = [f"CONNECT {target} HTTP/1.1", f"host: {target}"]
+            if proxy.authorization:
+                lines.append(f"proxy-authorization: {proxy.authorization}")
+            await loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            head = b""
+            while b"\r\n\r\n" not in head:  # the proxy sends nothing after its head until we speak TLS
+                data = await loop.sock_recv(sock, 4096)
+                if not data:
+                    raise ConnectionResetError(f"the proxy {proxy.address} closed the tunnel")
+                head += data
+                if len(head) > self.limits.head_bytes:
+                    raise ConnectionError(f"the proxy {proxy.address} sent an oversized answer")
+            status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            parts = status_line.split(" ", 2)
+            if len(parts) < 2 or not parts[1].startswith("2") or not head.endswith(b"\r\n\r\n"):
+                raise ConnectionRefusedError(f"the proxy {proxy.address} refused CONNECT {target}: {status_line}")
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
     def release(self, conn: _Connection) -> None:
+        if conn.pooled or conn.busy or conn.closed:  # never twice, never while a response is open
+            return
+        conn.pooled = True
         conn.idle_since = self.loop.time()
         self.idle.append(conn)
         self._wake_one()
 
     def forget(self, conn: _Connection) -> None:
-        if conn in self.idle:
+        if conn.pooled:
+            conn.pooled = False
             self.idle.remove(conn)
         self.count -= 1
         self._wake_one()
@@ -328,21 +488,35 @@ class _Pool:
 
 
 class BuiltinClient:
-    def __init__(self, connect_timeout: float, read_timeout: float, max_connections: int) -> None:
+    def __init__(
+        self,
+        connect_timeout: float,
+        read_timeout: float,
+        max_connections: int,
+        limits: Limits | None = None,
+        egress: Egress = NO_EGRESS,
+    ) -> None:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_connections = max_connections
+        self.limits = limits or Limits()
+        self.egress = egress
         self._pools: dict[str, _Pool] = {}
         self._heads: dict[tuple[str, int], tuple[Mapping[str, str], bytes]] = {}
 
-    def _head(self, url: str, headers: Mapping[str, str]) -> bytes:
+    def _head(self, url: str, headers: Mapping[str, str], pool: _Pool) -> bytes:
         key = (url, id(headers))
         cached = self._heads.get(key)
         if cached is not None and cached[0] is headers:
             return cached[1]
         parts = urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]  # never userinfo in the head
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        lines = [f"POST {path} HTTP/1.1", f"host: {parts.netloc}", "accept-encoding: identity"]
+        if pool.absolute_form:
+            path = f"{parts.scheme}://{host}{path}"
+        lines = [f"POST {path} HTTP/1.1", f"host: {host}", "accept-encoding: identity"]
+        if pool.absolute_form and pool.proxy is not None and pool.proxy.authorization:
+            lines.append(f"proxy-authorization: {pool.proxy.authorization}")
         lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("host", "content-length")]
         head = ("\r\n".join(lines) + "\r\ncontent-length: ").encode("latin-1")
         if len(self._heads) < 64:  # adapters reuse one headers object per upstream
@@ -353,15 +527,27 @@ class BuiltinClient:
         origin_key = url.split("/", 3)[2] if "://" in url else url
         pool = self._pools.get(origin_key)
         if pool is None:
-            pool = self._pools[origin_key] = _Pool(url, self.connect_timeout, self.max_connections)
-        head = self._head(url, headers) + str(len(body)).encode() + b"\r\n\r\n"
+            pool = self._pools[origin_key] = _Pool(
+                url, self.connect_timeout, self.max_connections, self.limits, self.egress
+            )
+        shown = without_userinfo(url)
+        head = self._head(url, headers, pool) + str(len(body)).encode() + b"\r\n\r\n"
         for attempt in (1, 2):
             try:
                 conn = await pool.acquire()
+            except _PoolTimeout as exc:
+                raise ProxyError(504, f"no connection to the upstream at {shown}: {exc}", "timeout_error") from None
             except TimeoutError:
-                raise ProxyError(504, f"timed out connecting to the upstream at {url}", "timeout_error") from None
+                raise ProxyError(504, f"timed out connecting to the upstream at {shown}", "timeout_error") from None
+            except ssl.SSLError as exc:
+                raise ProxyError(
+                    502, f"TLS with the upstream at {shown} failed: {describe(exc)} (CCPROXY_CA_BUNDLE?)", "api_error"
+                ) from None
             except OSError as exc:
-                raise ProxyError(502, f"cannot reach the upstream at {url}: {describe(exc)}", "api_error") from None
+                via = f" through the proxy {pool.proxy.address}" if pool.proxy is not None else ""
+                raise ProxyError(
+                    502, f"cannot reach the upstream at {shown}{via}: {describe(exc)}", "api_error"
+                ) from None
             try:
                 return await conn.start(head, body, self.read_timeout)
             except _Retry:
@@ -369,12 +555,12 @@ class BuiltinClient:
                     break
             except UpstreamReadError as exc:
                 if exc.error_type == "timeout_error":
-                    raise ProxyError(504, f"timed out waiting for the upstream at {url}", "timeout_error") from None
-                raise ProxyError(502, f"upstream {url} failed before answering: {exc.message}", "api_error") from None
+                    raise ProxyError(504, f"timed out waiting for the upstream at {shown}", "timeout_error") from None
+                raise ProxyError(502, f"upstream {shown} failed before answering: {exc.message}", "api_error") from None
             except asyncio.CancelledError:
                 conn.abort()
                 raise
-        raise ProxyError(502, f"upstream {url} closed the connection before answering", "api_error")
+        raise ProxyError(502, f"upstream {shown} closed the connection before answering", "api_error")
 
     async def close(self) -> None:
         for pool in self._pools.values():
