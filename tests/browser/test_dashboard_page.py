@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import CLIENT_KEY, start_proxy, stop_proxy
-from tests.integration.test_messages import completion
+from tests.support.chat_answers import completion
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.integration.test_messages import text_stream
+from tests.support.chat_answers import text_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

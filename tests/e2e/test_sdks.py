@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import CLIENT_KEY
-from tests.integration.test_messages import completion, text_stream
+from tests.support.chat_answers import completion, text_stream
 
 from .test_claude_code import tool_call_stream
 

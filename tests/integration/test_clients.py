@@ -10,9 +10,10 @@ import httpx
 import pytest
 
 from ccproxy.upstream.client import CLIENTS
+from tests.support.chat_answers import completion, text_stream
 
 from .conftest import free_port, start_proxy, stop_proxy
-from .test_messages import completion, raw_stream, text_stream
+from .test_messages import raw_stream
 
 pytestmark = pytest.mark.integration
 

@@ -15,10 +15,11 @@ import anthropic
 import httpx
 import pytest
 
+from tests.support.chat_answers import completion, text_stream
 from tests.support.sse import assemble, parse_sse
 
 from .conftest import CLIENT_KEY, free_port, start_proxy, stop_proxy
-from .test_messages import completion, raw_stream, text_stream
+from .test_messages import raw_stream
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,9 @@ import anthropic
 import httpx
 import pytest
 
+from tests.support.chat_answers import completion, text_stream
+
 from .conftest import CLIENT_KEY, start_proxy, stop_proxy
-from .test_messages import completion, text_stream
 
 pytestmark = pytest.mark.integration
 

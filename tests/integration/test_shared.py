@@ -10,8 +10,9 @@ import time
 import httpx
 import pytest
 
+from tests.support.chat_answers import completion
+
 from .conftest import CLIENT_KEY, start_proxy, stop_proxy
-from .test_messages import completion
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,21 @@
+"""Chat Completions answers for the scripted mock upstream (tests/support/mock_upstream.py)."""
+
+from __future__ import annotations
+
+
+def text_stream(*pieces: str, finish: str = "stop", usage: dict | None = None) -> list:
+    chunks = [{"choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]} for p in pieces]
+    chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+    chunks.append({"choices": [], "usage": usage or {"prompt_tokens": 20, "completion_tokens": len(pieces)}})
+    return chunks
+
+
+def completion(content: str | None = "ok", tool_calls: list | None = None, finish: str = "stop") -> dict:
+    message: dict = {"role": "assistant", "content": content}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return {
+        "id": "chatcmpl-1",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 30, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 10}},
+    }
