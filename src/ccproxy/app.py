@@ -33,7 +33,7 @@ from .cli import DRAIN_DIR_ENV, STORE_SOCKET_ENV
 from .config import Settings
 from .conversations import Conversations
 from .dashboard import MAX_PAGE, MAX_SUMMARY, Dashboard, parse_int, parse_time
-from .errors import ProxyError, Redactor, error_body, invalid_request
+from .errors import ProxyError, error_body, invalid_request
 from .headerrules import HeaderRules
 from .headerrules import apply as apply_header_rules
 from .logs import JsonLinesWriter, setup_logging
@@ -41,6 +41,7 @@ from .metrics import Metrics, prometheus
 from .openapi import openapi_spec, static_file, to_yaml
 from .pg import describe
 from .ratelimit import RateLimiter
+from .redact import Redactor
 from .resilience import RETRY_STATUSES, CircuitBreaker, RetryBudget, RetryPolicy, parse_retry_after
 from .routing import DEFAULT_UPSTREAM, Route, Router, UpstreamOptions
 from .schemas.anthropic import decode_count_tokens_request, decode_messages_request

@@ -121,34 +121,3 @@ def from_upstream(
             404, f"upstream {url} returned 404: {message}" if url else f"upstream returned 404: {message}"
         )
     return ProxyError(status, message, None, headers)
-
-
-# --- redaction ----------------------------------------------------------------------------
-
-_SECRET_PATTERNS = re.compile(
-    r"(?:sk|rk|pk)-[A-Za-z0-9_\-]{8,}|(?i:bearer)\s+[A-Za-z0-9._\-]{8,}|"
-    r"(?i:(?:api[_-]?key|x-api-key|authorization)[\"']?\s*[:=]\s*[\"']?)(?i:(?:bearer|basic)\s+)?[^\s\"',;]{6,}"
-)
-
-
-class Redactor:
-    """Removes configured secrets and anything shaped like an API key from text."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
-
-    def __call__(self, text: str, extra: Iterable[str] = ()) -> str:
-        for secret in (*self._secrets, *(s for s in extra if s and len(s) >= 4)):
-            if secret in text:
-                text = text.replace(secret, "[REDACTED]")
-        return _SECRET_PATTERNS.sub("[REDACTED]", text)
-
-
-def without_password(url: str) -> str:
-    """A URL fit for logs and metrics: user and host kept, the password left out."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not sep or not at:
-        return url
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}{sep}{user + '@' if user else ''}{host}"

@@ -18,7 +18,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from .errors import without_password
+from .redact import without_password
 
 try:
     import psycopg

@@ -29,7 +29,8 @@ from typing import Any, TypeVar
 
 import orjson
 
-from .errors import ProxyError, without_password
+from .errors import ProxyError
+from .redact import without_password
 from .serving import Response
 
 log = logging.getLogger("ccproxy.shared")

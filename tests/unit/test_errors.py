@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from ccproxy.errors import Redactor, error_body, from_upstream
+from ccproxy.errors import error_body, from_upstream
+from ccproxy.redact import Redactor
 
 
 def openai_error(message: str, code: str | None = None) -> bytes:

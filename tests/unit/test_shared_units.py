@@ -9,9 +9,10 @@ import time
 import pytest
 
 from ccproxy.cache import ResponseCache
-from ccproxy.errors import ProxyError, without_password
+from ccproxy.errors import ProxyError
 from ccproxy.pg import Row, describe, translate
 from ccproxy.ratelimit import RateLimiter
+from ccproxy.redact import without_password
 from ccproxy.resilience import CircuitBreaker
 from ccproxy.serving import Response
 from ccproxy.shared import Shared, decode_response, encode_response

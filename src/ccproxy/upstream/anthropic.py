@@ -14,8 +14,9 @@ from typing import Any
 import orjson
 
 from .._native import SSEDecoder
-from ..errors import ProxyError, Redactor
+from ..errors import ProxyError
 from ..headerrules import HeaderRules
+from ..redact import Redactor
 from ..routing import UpstreamConfig
 from ..schemas.anthropic import MessagesRequest
 from ..serving import Response

@@ -9,8 +9,9 @@ import msgspec
 import orjson
 
 from .._native import SSEDecoder
-from ..errors import ProxyError, Redactor, from_upstream, invalid_request
+from ..errors import ProxyError, from_upstream, invalid_request
 from ..headerrules import HeaderRules
+from ..redact import Redactor
 from ..schemas.anthropic import MessagesRequest
 from ..schemas.openai_chat import decode_completion
 from ..serving import Response
