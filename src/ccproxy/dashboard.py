@@ -25,9 +25,19 @@ from .store import DB_ERRORS, connect
 MAX_PAGE = 1000  # largest page of /api/requests
 MAX_SUMMARY = 100_000  # "limit=0 (unlimited)" of /api/requests/summary is capped here
 
+# Lists never read the stored bodies (up to 2 x 64 KB a row with CCPROXY_LOG_BODIES): the
+# database drops them from the detail column, or picks the two fields a summary shows, so a
+# 100 k-row summary costs the rows it returns, not their bodies (pg.translate has the
+# PostgreSQL spelling of both functions).
+_ROW_COLUMNS = (
+    "id, ts, model, routed_model, upstream, status, latency_ms, streaming, error_type, stop_reason, input_tokens,"
+    " output_tokens, cache_read_tokens, cache_creation_tokens, message_count, conversation_hash, organization_id"
+)
+_LIST_COLUMNS = _ROW_COLUMNS + ", json_remove(detail, '$.request_body', '$.response_body') AS detail"
 _SUMMARY_COLUMNS = (
     "id, ts, model, routed_model, status, latency_ms, input_tokens, output_tokens, cache_read_tokens,"
-    " cache_creation_tokens, conversation_hash, message_count, stop_reason, upstream, streaming, error_type, detail"
+    " cache_creation_tokens, conversation_hash, message_count, stop_reason, upstream, streaming, error_type,"
+    " json_extract(detail, '$.method') AS method, json_extract(detail, '$.endpoint') AS endpoint"
 )
 
 
@@ -103,7 +113,8 @@ class Dashboard:
         offset = (page - 1) * limit
         if not where or not where.startswith("WHERE model IN"):
             rows = conn.execute(
-                f"SELECT * FROM requests {where} ORDER BY ts DESC LIMIT ? OFFSET ?", (*args, limit, offset)
+                f"SELECT {_LIST_COLUMNS} FROM requests {where} ORDER BY ts DESC LIMIT ? OFFSET ?",
+                (*args, limit, offset),
             ).fetchall()
         else:
             rows = self._filtered_page(conn, args, offset, limit)
@@ -126,7 +137,9 @@ class Dashboard:
         if not chosen:
             return []
         marks = ", ".join("?" * len(chosen))
-        return conn.execute(f"SELECT * FROM requests WHERE id IN ({marks}) ORDER BY ts DESC", chosen).fetchall()
+        return conn.execute(
+            f"SELECT {_LIST_COLUMNS} FROM requests WHERE id IN ({marks}) ORDER BY ts DESC", chosen
+        ).fetchall()
 
     def delete_requests(self) -> dict[str, Any]:
         conn = self._conn()
@@ -411,12 +424,11 @@ def request_log(row: sqlite3.Row, full: bool) -> dict[str, Any]:
 
 
 def request_summary(row: sqlite3.Row) -> dict[str, Any]:
-    detail = _detail(row)
     return {
         "requestId": row["id"],
         "timestamp": iso(row["ts"] - (row["latency_ms"] or 0) / 1000),
-        "method": detail.get("method", "POST"),
-        "endpoint": detail.get("endpoint", "/v1/messages"),
+        "method": row["method"] or "POST",
+        "endpoint": row["endpoint"] or "/v1/messages",
         "model": row["model"],
         "originalModel": row["model"],
         "routedModel": row["routed_model"],

@@ -3,7 +3,7 @@
 ``store.py`` and ``dashboard.py`` speak SQLite's SQL with ``?`` parameters. Rather than keep two
 copies of every query, a PostgreSQL connection is wrapped so that the same statements run on
 it: ``translate`` rewrites the few constructs that differ (parameters, LIKE's case rule, BEGIN
-IMMEDIATE, SQLite's date function) once per statement text, and rows come back addressable by
+IMMEDIATE, SQLite's date and JSON functions) once per statement text, and rows come back addressable by
 index and by name like ``sqlite3.Row``, with PostgreSQL's NUMERIC sums as plain ints;
 parameters lose NUL characters and booleans become integers, as SQLite would store them. The
 schema itself has its own migrations (``store.PG_MIGRATIONS``), since DDL differs the most.
@@ -26,6 +26,15 @@ except ImportError:  # pragma: no cover - the optional extra is missing
     psycopg = None  # type: ignore[assignment]
 
 _DATE = re.compile(r"date\(([^()]*(?:\([^()]*\))?[^()]*), 'unixepoch'\)")
+_JSON_FIELD = re.compile(r"json_extract\((\w+), '\$\.(\w+)'\)")
+_JSON_REMOVE = re.compile(r"json_remove\((\w+)((?:, '\$\.\w+')+)\)")
+
+
+def _json_remove(match: re.Match[str]) -> str:
+    keys = re.findall(r"'\$\.(\w+)'", match.group(2))
+    return f"({match.group(1)}::jsonb" + "".join(f" - '{key}'" for key in keys) + ")::text"
+
+
 _translated: dict[str, str] = {}
 
 
@@ -46,6 +55,8 @@ def translate(sql: str) -> str:
         out = out.replace("BEGIN IMMEDIATE", "BEGIN")
         out = out.replace(" LIKE ", " ILIKE ")  # SQLite's LIKE ignores ASCII case
         out = _DATE.sub(r"to_char(to_timestamp(\1) AT TIME ZONE 'UTC', 'YYYY-MM-DD')", out)
+        out = _JSON_FIELD.sub(r"(\1::jsonb ->> '\2')", out)
+        out = _JSON_REMOVE.sub(_json_remove, out)
         if len(_translated) < 4096:
             _translated[sql] = out
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import tracemalloc
 
 import pytest
 import yaml
@@ -17,7 +18,7 @@ from ccproxy.dashboard import Dashboard, parse_time
 from ccproxy.errors import ProxyError
 from ccproxy.headerrules import HeaderRules, apply, parse_rules
 from ccproxy.openapi import openapi_spec, to_yaml
-from ccproxy.store import MIGRATIONS, RequestStore, connect, migrate
+from ccproxy.store import MIGRATIONS, RequestStore, connect, migrate, write_batch
 
 
 def app() -> ProxyApp:
@@ -111,6 +112,38 @@ def _record(i: int, ts: float, **extra) -> dict:
         "output_tokens": 2,
         **extra,
     }
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_lists_and_summaries_never_read_stored_bodies(engine, tmp_path, request):
+    """With CCPROXY_LOG_BODIES a row holds up to 2 x 64 KB of bodies: /api/requests/summary
+    (up to 100 k rows) and the list pages must not pull them into the worker (issue 16, 14)."""
+    target = tmp_path / "db.sqlite" if engine == "sqlite" else request.getfixturevalue("postgres_server").new_database()
+    conn = connect(target)
+    migrate(conn)
+    body = "x" * 100_000
+    now = time.time()
+    rows = [
+        _record(i, now - i, request_body=body, response_body=body, method="POST", endpoint="/v1/messages")
+        for i in range(300)
+    ]
+    rows[0]["endpoint"] = "/v1/messages/count_tokens"
+    write_batch(conn, rows)
+    conn.close()
+    dashboard = Dashboard(target)
+    dashboard.summary("all", None, None, 0, 0)  # (connection and statement set up outside the measure)
+    tracemalloc.start()
+    summary = dashboard.summary("all", None, None, 0, 0)
+    page = dashboard.requests(1, 300, "all")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert summary["total"] == 300 and len(summary["requests"]) == 300
+    assert peak < 8 << 20, peak  # the bodies alone are 60 MB
+    assert summary["requests"][0]["endpoint"] == "/v1/messages/count_tokens"
+    assert {r["method"] for r in summary["requests"]} == {"POST"}
+    assert len(page["requests"]) == 300 and "body" not in page["requests"][0]
+    full = dashboard.request(rows[0]["id"])["request"]
+    assert full["body"] == body and full["response"]["body"] == body  # the detail view still has them
 
 
 def test_migrations_are_versioned_and_idempotent(tmp_path):
