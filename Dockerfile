@@ -1,7 +1,10 @@
 # CCProxy: a slim image with the compiled native modules and no build tools.
 #   docker build -t ccproxy .
-#   docker run -p 11434:11434 -e OPENAI_API_KEY=… -e BIG_MODEL_NAME=… -e SMALL_MODEL_NAME=… \
-#              -v ccproxy-data:/data ccproxy
+#   docker run -p 127.0.0.1:11434:11434 -e CCPROXY_ALLOW_UNAUTHENTICATED=on \
+#              -e OPENAI_API_KEY=… -e BIG_MODEL_NAME=… -e SMALL_MODEL_NAME=… -v ccproxy-data:/data ccproxy
+# Inside the container it listens on 0.0.0.0, which ccproxy refuses without client keys and a
+# dashboard password (docs/security.md): publish on the host's 127.0.0.1 and say so with
+# CCPROXY_ALLOW_UNAUTHENTICATED=on, or set CCPROXY_CLIENT_API_KEYS and DASHBOARD_PASSWORD.
 FROM python:3.11-slim AS build
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \

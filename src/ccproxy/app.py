@@ -12,7 +12,6 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import hmac
 import logging
 import os
 import signal
@@ -28,6 +27,7 @@ import msgspec
 import orjson
 
 from . import __version__, tokens
+from .access import PROXY, SECURITY_HEADERS, Access, classify, require_json
 from .cache import ResponseCache
 from .cli import DRAIN_DIR_ENV, STORE_SOCKET_ENV
 from .config import Settings
@@ -39,6 +39,7 @@ from .headerrules import apply as apply_header_rules
 from .logs import JsonLinesWriter, setup_logging
 from .metrics import Metrics, prometheus
 from .openapi import openapi_spec, static_file, to_yaml
+from .parent import watch_parent
 from .pg import describe
 from .ratelimit import RateLimiter
 from .redact import Redactor
@@ -53,6 +54,7 @@ from .serving import (
     asgi_lifespan,
     serve_asgi,
     serve_rsgi,
+    until_disconnected,
 )
 from .shared import CIRCUIT_SYNC, Shared, Unavailable
 from .store import DB_ERRORS, RATELIMIT_HEADERS, RequestStore, StoreClient, get_setting, put_setting
@@ -60,7 +62,7 @@ from .translate.chat_response import PING_EVENT, error_event
 from .upstream.anthropic import AnthropicUpstream
 from .upstream.base import Exchange, Upstream
 from .upstream.chat import ChatUpstream
-from .upstream.client import create_client
+from .upstream.client import Limits, create_client
 from .upstream.responses import ResponsesUpstream
 
 log = logging.getLogger("ccproxy.app")
@@ -121,7 +123,7 @@ class ProxyApp:
             rules=settings.rules,
             upstreams=settings.upstreams,
         )
-        self.redact = Redactor([k for k in (settings.api_key, *(u.api_key for u in settings.upstreams)) if k])
+        self.redact = Redactor(configured_secrets(settings))
         self._adapters: dict[str, Upstream] = {DEFAULT_UPSTREAM: upstream} if upstream is not None else {}
         self.request_log: JsonLinesWriter | None = None
         self.store: RequestStore | StoreClient | None = None
@@ -147,7 +149,8 @@ class ProxyApp:
         self.dashboard = Dashboard(settings.db_path)
         self.conversations = Conversations(settings.projects_dir)
         self._settings_task: asyncio.Task[None] | None = None
-        self._client_keys = {hashlib.sha256(k.encode()).digest() for k in settings.client_api_keys}
+        self._unwatch_parent: Callable[[], None] = lambda: None
+        self.access = Access(settings)
         self.limiters: dict[str, RateLimiter] = {}
         if settings.rpm or settings.tpm:
             for name in self._upstream_names():
@@ -204,26 +207,6 @@ class ProxyApp:
 
     # --- access control -----------------------------------------------------------------------
 
-    def _authorize(self, req: Request, path: str) -> None:
-        password = self.settings.dashboard_password
-        protected = path.startswith("/api/") or path == "/dashboard" or path.startswith("/dashboard/")
-        if password and protected and not basic_auth_ok(req.header("authorization"), password):
-            raise ProxyError(
-                401,
-                "the dashboard needs the password (HTTP Basic auth; any user name)",
-                "authentication_error",
-                [("www-authenticate", 'Basic realm="ccproxy", charset="UTF-8"')],
-            )
-        if self._client_keys and path.startswith(PROXY_PREFIXES):
-            key = req.header("x-api-key")
-            if not key:
-                auth = req.header("authorization") or ""
-                key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-            if not key or hashlib.sha256(key.encode()).digest() not in self._client_keys:
-                raise ProxyError(
-                    401, "invalid x-api-key for this proxy (CCPROXY_CLIENT_API_KEYS)", "authentication_error"
-                )
-
     def _rewrite_response_headers(self, response: Response | StreamResponse) -> Response | StreamResponse:
         headers = apply_header_rules(self.header_rules.response, response.headers)
         if isinstance(response, Response):  # never mutate: a cached Response is shared
@@ -255,11 +238,19 @@ class ProxyApp:
         adapter = self._adapters.get(name)
         if adapter is None:
             s = self.settings
-            client = create_client(s.http_client, s.connect_timeout, s.read_timeout)
+            client = create_client(
+                s.http_client,
+                s.connect_timeout,
+                s.read_timeout,
+                limits=Limits.for_responses(s.max_response_bytes),
+                egress=s.egress,
+            )
             if name == DEFAULT_UPSTREAM:
                 if s.api_key is None:
                     raise ProxyError(500, "no default upstream is configured", "api_error")
-                adapter = ChatUpstream(client, s.base_url, s.api_key, s.api_key_env, self.redact)
+                adapter = ChatUpstream(
+                    client, s.base_url, s.api_key, s.api_key_env, self.redact, basic_auth=s.base_url_auth
+                )
             else:
                 config = next(u for u in s.upstreams if u.name == name)
                 if config.kind == "anthropic":
@@ -267,7 +258,13 @@ class ProxyApp:
                 else:
                     kind = ResponsesUpstream if config.kind == "responses" else ChatUpstream
                     adapter = kind(
-                        client, config.base_url, config.api_key or "", config.api_key_env, self.redact, config.headers
+                        client,
+                        config.base_url,
+                        config.api_key or "",
+                        config.api_key_env,
+                        self.redact,
+                        config.headers,
+                        basic_auth=config.basic_auth,
                     )
             adapter.header_rules = self.header_rules  # type: ignore[attr-defined]
             self._adapters[name] = adapter
@@ -299,6 +296,9 @@ class ProxyApp:
 
     async def startup(self) -> None:
         s = self.settings
+        exposed = s.exposure_warning()
+        if exposed:
+            log.warning(exposed)
         if s.log_file is not None:
             self.request_log = JsonLinesWriter(s.log_file, s.log_file_max_bytes)
         if s.error_log_file is not None:
@@ -326,6 +326,8 @@ class ProxyApp:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             # the ccproxy main process sends SIGUSR1 when it got SIGTERM (see cli.py)
             asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.start_drain)
+        if os.environ.get(DRAIN_DIR_ENV):  # started by the ccproxy command: end with it (parent.py)
+            self._unwatch_parent = watch_parent(asyncio.get_running_loop())
         if self.shared is not None:
             await self.shared.start()
             self._shared_task = asyncio.get_running_loop().create_task(self._sync_shared())
@@ -351,6 +353,7 @@ class ProxyApp:
                 self.breaker(name).adopt(failures, open_for)
 
     async def shutdown(self) -> None:
+        self._unwatch_parent()
         if self._shared_task is not None:
             self._shared_task.cancel()
         if self.shared is not None:
@@ -376,6 +379,14 @@ class ProxyApp:
         if len(path) > 1 and path.endswith("/"):
             path = path.rstrip("/")
         handler = self.routes.get((req.method, path))
+        kind = classify(path)
+        if kind <= PROXY:
+            return await self._dispatch(req, path, handler, kind)
+        response = await self._dispatch(req, path, handler, kind)
+        response.headers = [*response.headers, *SECURITY_HEADERS]  # (a new list: never a shared one)
+        return response
+
+    async def _dispatch(self, req: Request, path: str, handler: Handler | None, kind: int) -> Response | StreamResponse:
         try:
             if handler is None:
                 for method, prefix, candidate in self.prefix_routes:
@@ -388,7 +399,7 @@ class ProxyApp:
                     if path in self._paths:
                         raise ProxyError(405, f"method {req.method} is not allowed for {path}")
                     raise ProxyError(404, f"not found: {req.method} {path}", "not_found_error")
-            self._authorize(req, path)
+            self.access.check(req, path, kind)
             response = await handler(req)
             if self.header_rules.response and path in MESSAGE_PATHS:
                 response = self._rewrite_response_headers(response)
@@ -412,6 +423,7 @@ class ProxyApp:
         started = time.perf_counter()
         if self.draining:
             raise ProxyError(503, "ccproxy is shutting down; send the request again", "overloaded_error")
+        require_json(req)
         body = await req.body(self.settings.max_request_bytes)
         parsed = decode(decode_messages_request, body)
         if not parsed.messages:
@@ -436,14 +448,16 @@ class ProxyApp:
         try:
             if self.cache is not None and not stream:
                 route = exchange.route
-                key = ResponseCache.key(call.json(), route.upstream, route.upstream_model)
-                outcome, how = await self.cache.get_or_fetch(key, lambda: self._with_deadline(self._attempts(call)))
+                scope = self.adapter(route.upstream).cache_scope(exchange)
+                key = ResponseCache.key(call.json(), route.upstream, route.upstream_model, scope)
+                fetch = self.cache.get_or_fetch(key, lambda: self._with_deadline(self._attempts(call)))
+                outcome, how = await until_disconnected(req, fetch)
                 exchange.cache = how
                 if how != "miss":
                     exchange.status = outcome.status
                     exchange.usage = {}
             else:
-                outcome = await self._with_deadline(self._attempts(call))
+                outcome = await until_disconnected(req, self._with_deadline(self._attempts(call)))
         except ProxyError as exc:
             exchange.status, exchange.error_type, exchange.error_message = exc.status, exc.error_type, exc.message
             self._finish(exchange, started, call)
@@ -686,6 +700,7 @@ class ProxyApp:
                 (Path(folder) / f"{os.getpid()}.drained").touch()
 
     async def count_tokens(self, req: Request) -> Response:
+        require_json(req)
         body = await req.body(self.settings.max_request_bytes)
         parsed = decode(decode_count_tokens_request, body)
         forwarded = await self._count_upstream(req, body, parsed.model)
@@ -878,6 +893,7 @@ class ProxyApp:
         return json_response(self.header_rules.to_json())
 
     async def api_put_settings(self, req: Request) -> Response:
+        require_json(req)
         body = await req.body(1 << 20)
         try:
             data = orjson.loads(body)
@@ -1056,17 +1072,6 @@ def json_response(data: Any) -> Response:
     return Response(200, orjson.dumps(data))
 
 
-def basic_auth_ok(header: str | None, password: str) -> bool:
-    if not header or header[:6].lower() != "basic ":
-        return False
-    try:
-        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
-        return False
-    _, _, given = decoded.partition(":")
-    return hmac.compare_digest(given.encode(), password.encode())
-
-
 def conversation_hash(content: Any) -> str:
     """A grouping key from a conversation's first message: its first 4 KB of text (bounded
     cost whatever the message size; crc32 is enough for grouping and never sees a secret)."""
@@ -1109,6 +1114,22 @@ def _validation_message(text: str) -> str:
         field = text.split("`")[1]
         return f"{field}: Field required"
     return text
+
+
+def configured_secrets(settings: Settings) -> list[str]:
+    """Configured credentials that go upstream and must never be shown: upstream keys, Basic
+    credentials from base URLs (the header value and the password itself), proxy credentials."""
+    secrets = [settings.api_key, *(u.api_key for u in settings.upstreams)]
+    for basic in (settings.base_url_auth, *(u.basic_auth for u in settings.upstreams)):
+        if basic:
+            encoded = basic.removeprefix("Basic ")
+            secrets.append(encoded)
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                secrets.append(base64.b64decode(encoded).decode().partition(":")[2])
+    for proxy in (settings.egress.https_proxy, settings.egress.http_proxy):
+        if proxy is not None and proxy.authorization:
+            secrets.append(proxy.authorization.removeprefix("Basic "))
+    return [s for s in secrets if s]
 
 
 def create_app(settings: Settings, upstream: Upstream | None = None) -> ProxyApp:

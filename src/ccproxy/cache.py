@@ -53,10 +53,12 @@ class ResponseCache:
         self._generation: int | None = None
 
     @staticmethod
-    def key(request: Any, upstream: str, upstream_model: str) -> str:
+    def key(request: Any, upstream: str, upstream_model: str, scope: str = "") -> str:
         """``request`` is the decoded JSON body; volatile fields (metadata, stream) are excluded
-        by the native hash, the route is added so two upstreams never share an entry."""
-        return cache_key({"request": request, "upstream": upstream, "model": upstream_model})
+        by the native hash, the route is added so two upstreams never share an entry, and the
+        adapter's ``scope`` (a hash of what else it forwards: the client's own key, beta flags,
+        the query string) so an answer is never served to a request that would not get it."""
+        return cache_key({"request": request, "upstream": upstream, "model": upstream_model, "scope": scope})
 
     async def get_or_fetch(self, key: str, fetch: Callable[[], Awaitable[Response]]) -> tuple[Response, str]:
         """(response, how): how is "hit", "shared" or "miss"."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, Settings, help_text
+from .files import private_dir
 
 DRAIN_DIR_ENV = "CCPROXY_DRAIN_DIR"  # where workers report "drained" (app.py reads it)
 STORE_SOCKET_ENV = "CCPROXY_STORE_SOCKET"  # the request log writer process's socket (store.py)
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         f"workers={settings.workers}, native={_native.IMPLEMENTATION}, data={settings.data_dir}",
         flush=True,
     )
+    exposed = settings.exposure_warning()
+    if exposed:
+        print(exposed, file=sys.stderr, flush=True)
     if "--check" in args:
         return 0
     return serve(settings)
@@ -56,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
 def serve(settings: Settings) -> int:
     from granian.constants import Interfaces
 
+    # Everything created from here on (the request log's database, WAL and JSON lines, in this
+    # process, the writer and the workers) is for this user only (docs/security.md).
+    os.umask(0o077)
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir, ours=True)
     except OSError as exc:
         print(f"ccproxy: cannot create CCPROXY_DATA_DIR {settings.data_dir}: {exc}", file=sys.stderr)
         return 2

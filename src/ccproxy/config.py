@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .headerrules import header_problem
 from .routing import DEFAULT_UPSTREAM, RouteRule, UpstreamConfig, UpstreamOptions
 from .upstream.client import CLIENTS, DEFAULT_CLIENT
+from .upstream.egress import NO_EGRESS, Egress, EgressError, parse_proxy, split_userinfo
 
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
@@ -45,7 +47,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OPENAI_BASE_URL", DEFAULT_OPENAI_BASE_URL, "Chat Completions upstream base URL (…/v1)"),
     Setting("BIG_MODEL_NAME", None, "upstream model for opus/sonnet and other claude-* ids (required)"),
     Setting("SMALL_MODEL_NAME", None, "upstream model for haiku ids (required)"),
-    Setting("HOST", "127.0.0.1", "address to listen on"),
+    Setting("HOST", "127.0.0.1", "address to listen on (beyond loopback: needs client keys and a dashboard password)"),
     Setting("PORT", "11434", "port to listen on"),
     Setting("WEB_CONCURRENCY", "1", "number of worker processes"),
     Setting("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
@@ -81,6 +83,23 @@ SETTINGS: tuple[Setting, ...] = (
         "CCPROXY_CLIENT_API_KEYS",
         None,
         "comma list of keys clients must send (x-api-key or Bearer) to use the proxy; unset: any",
+    ),
+    Setting(
+        "CCPROXY_ALLOWED_HOSTS",
+        None,
+        "comma list of host names clients use to reach ccproxy besides loopback (*.example.com: subdomains;"
+        " *: any); other Host headers get 403",
+    ),
+    Setting(
+        "CCPROXY_ALLOW_UNAUTHENTICATED",
+        "off",
+        "on: serve a non-loopback HOST without client keys and dashboard password (anyone who can connect"
+        " spends your key and reads your logs)",
+    ),
+    Setting(
+        "CCPROXY_PROTECT_METRICS",
+        "off",
+        "on: /metrics, /v1/metrics and /v1/cache/stats need a client key or the dashboard password",
     ),
     Setting("CLAUDE_PROJECTS_DIR", "~/.claude/projects", "Claude Code's project logs, read by /api/conversations"),
     Setting(
@@ -142,9 +161,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CCPROXY_DRAIN_TIMEOUT", "30", "seconds in-flight requests may take to finish after SIGTERM"),
     Setting("CCPROXY_INTERFACE", "asgi", "Granian interface: asgi (bounded memory for slow clients) or rsgi (faster)"),
     Setting(
-        "CCPROXY_HTTP_CLIENT", DEFAULT_CLIENT, "upstream HTTP client: builtin, aiohttp, httpx, httpx-http2, pyreqwest"
+        "CCPROXY_HTTP_CLIENT", DEFAULT_CLIENT, "upstream HTTP client: builtin (ours, fastest) or httpx (the fallback)"
     ),
     Setting("CCPROXY_MAX_REQUEST_BYTES", "33554432", "largest accepted request body (413 above)"),
+    Setting(
+        "CCPROXY_MAX_RESPONSE_BYTES",
+        "33554432",
+        "largest upstream response body (decompressed); one streamed event may be at most 16 MiB",
+    ),
+    Setting("HTTPS_PROXY", None, "http:// proxy for https upstreams (CONNECT); also https_proxy, ALL_PROXY"),
+    Setting("HTTP_PROXY", None, "http:// proxy for plain-http upstreams; also http_proxy, ALL_PROXY"),
+    Setting("NO_PROXY", None, "comma list of hosts, domains (.example.com), IPs and CIDRs reached directly; *: all"),
+    Setting("CCPROXY_CA_BUNDLE", None, "PEM file of extra CA certificates to trust for upstreams (a private CA)"),
     Setting("CCPROXY_ENABLE_CYTHON", "true", "use the compiled native modules when built"),
 )
 
@@ -206,6 +234,12 @@ class Settings:
     config_file: Path | None = None
     upstreams: tuple[UpstreamConfig, ...] = ()  # from the routing file
     rules: tuple[RouteRule, ...] = ()
+    base_url_auth: str | None = None  # "Basic …" from user:password@ in OPENAI_BASE_URL
+    max_response_bytes: int = 32 * 1024 * 1024
+    egress: Egress = NO_EGRESS  # forward proxies and extra CAs for upstream connections
+    allowed_hosts: tuple[str, ...] = ()  # Host names accepted besides loopback (access.py)
+    allow_unauthenticated: bool = False
+    protect_metrics: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -228,7 +262,10 @@ class Settings:
         default_base = DEFAULT_OPENROUTER_BASE_URL if api_key_env == "OPENROUTER_API_KEY" else DEFAULT_OPENAI_BASE_URL
         base_url = (get("OPENAI_BASE_URL") or default_base).rstrip("/")
         if not base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"OPENAI_BASE_URL must start with http:// or https://, got {base_url!r}")
+            raise ConfigError(
+                f"OPENAI_BASE_URL must start with http:// or https://, got {split_userinfo(base_url)[0]!r}"
+            )
+        base_url, base_url_auth = split_userinfo(base_url)
         big, small = get("BIG_MODEL_NAME"), get("SMALL_MODEL_NAME")
         if api_key is None:  # routing file only: no environment upstream to map models to
             big = small = None
@@ -272,13 +309,28 @@ class Settings:
         http_client = (get("CCPROXY_HTTP_CLIENT") or DEFAULT_CLIENT).lower()
         if http_client not in CLIENTS:
             raise ConfigError(f"CCPROXY_HTTP_CLIENT must be one of {', '.join(CLIENTS)}, got {http_client!r}")
+        host = get("HOST") or "127.0.0.1"
+        client_api_keys = tuple(k.strip() for k in (get("CCPROXY_CLIENT_API_KEYS") or "").split(",") if k.strip())
+        dashboard_password = get("DASHBOARD_PASSWORD")
+        allow_unauthenticated = _switch(get, "CCPROXY_ALLOW_UNAUTHENTICATED", "off")
+        if not is_loopback(host) and not (client_api_keys and dashboard_password) and not allow_unauthenticated:
+            needed = (("CCPROXY_CLIENT_API_KEYS", client_api_keys), ("DASHBOARD_PASSWORD", dashboard_password))
+            missing = " and ".join(name for name, value in needed if not value)
+            raise ConfigError(
+                f"HOST={host} serves beyond this machine, so {missing} must be set (anyone who can connect would "
+                "spend your upstream key and read your request log); or publish on 127.0.0.1, or set "
+                "CCPROXY_ALLOW_UNAUTHENTICATED=on if something else in front guards it"
+            )
+        protect_metrics = _switch(get, "CCPROXY_PROTECT_METRICS", "off")
+        if protect_metrics and not (client_api_keys or dashboard_password):
+            raise ConfigError("CCPROXY_PROTECT_METRICS=on needs CCPROXY_CLIENT_API_KEYS or DASHBOARD_PASSWORD to check")
         return cls(
             api_key=api_key,
             api_key_env=api_key_env,
             base_url=base_url,
             big_model=big,  # type: ignore[arg-type]  # checked above
             small_model=small,  # type: ignore[arg-type]
-            host=get("HOST") or "127.0.0.1",
+            host=host,
             port=_number(get, "PORT", "11434", int, 0, 65535),
             workers=_number(get, "WEB_CONCURRENCY", "1", int, 1, 256),
             log_level=log_level,
@@ -317,8 +369,8 @@ class Settings:
             log_body_max_bytes=_number(get, "CCPROXY_LOG_BODY_MAX_BYTES", "65536", int, 0),
             log_retention_days=_number(get, "CCPROXY_LOG_RETENTION_DAYS", "30", float, 0),
             log_max_db_bytes=_number(get, "CCPROXY_LOG_MAX_DB_BYTES", "1073741824", int, 1 << 20),
-            dashboard_password=get("DASHBOARD_PASSWORD"),
-            client_api_keys=tuple(k.strip() for k in (get("CCPROXY_CLIENT_API_KEYS") or "").split(",") if k.strip()),
+            dashboard_password=dashboard_password,
+            client_api_keys=client_api_keys,
             projects_dir=Path(get("CLAUDE_PROJECTS_DIR") or "~/.claude/projects").expanduser(),
             max_request_bytes=_number(get, "CCPROXY_MAX_REQUEST_BYTES", "33554432", int, 1024),
             http_client=http_client,
@@ -330,6 +382,27 @@ class Settings:
             schema_drop_keys=tuple(k.strip() for k in (get("CCPROXY_SCHEMA_DROP_KEYS") or "").split(",") if k.strip()),
             upstreams=file_upstreams,
             rules=rules,
+            base_url_auth=base_url_auth,
+            max_response_bytes=_number(get, "CCPROXY_MAX_RESPONSE_BYTES", "33554432", int, 65536),
+            egress=_egress(env, get),
+            allowed_hosts=_allowed_hosts(get("CCPROXY_ALLOWED_HOSTS")),
+            allow_unauthenticated=allow_unauthenticated,
+            protect_metrics=protect_metrics,
+        )
+
+    def exposure_warning(self) -> str | None:
+        """The loud line when CCPROXY_ALLOW_UNAUTHENTICATED serves beyond loopback without
+        credentials: what is open to whom. None when nothing is."""
+        if is_loopback(self.host) or (self.client_api_keys and self.dashboard_password):
+            return None
+        guarded = (
+            ("the proxy routes (your upstream key)", self.client_api_keys),
+            ("the dashboard and /api (your prompts and transcripts)", self.dashboard_password),
+        )
+        open_parts = " and ".join(part for part, guard in guarded if not guard)
+        return (
+            f"WARNING: CCPROXY_ALLOW_UNAUTHENTICATED=on: {open_parts} are open to anyone who can reach "
+            f"{self.host}:{self.port}"
         )
 
     def describe(self) -> str:
@@ -342,6 +415,12 @@ class Settings:
         if self.config_file is not None:
             names = ", ".join(f"{u.name} ({u.kind} {u.base_url})" for u in self.upstreams)
             parts.append(f"routing file {self.config_file}: {len(self.rules)} rules; upstreams {names}")
+        egress = self.egress
+        for scheme, proxy in (("https", egress.https_proxy), ("http", egress.http_proxy)):
+            if proxy is not None:
+                parts.append(f"{scheme} upstreams through the proxy {proxy.address}")
+        if egress.ca_bundle:
+            parts.append(f"extra CAs from {egress.ca_bundle}")
         return "; ".join(parts)
 
 
@@ -396,6 +475,74 @@ def _redis_url(url: str | None) -> str | None:
     if url and importlib.util.find_spec("redis") is None:
         raise ConfigError("REDIS_URL needs redis-py: pip install 'ccproxy[redis]'")
     return url or None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address (HOST) or a host name stays on this machine."""
+    import ipaddress
+
+    name = host.strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _allowed_hosts(value: str | None) -> tuple[str, ...]:
+    hosts = []
+    for raw in (value or "").split(","):
+        name = raw.strip().lower().rstrip(".")
+        if not name:
+            continue
+        bare = name[2:] if name.startswith("*.") else name
+        ipv6 = bare.startswith("[") and bare.endswith("]")
+        if name != "*" and (not bare or any(c in bare for c in "/@ *\\") or (":" in bare and not ipv6)):
+            raise ConfigError(
+                f"CCPROXY_ALLOWED_HOSTS: {raw.strip()!r} is not a host name (give names such as proxy.example.com "
+                "or *.example.com, without scheme or port)"
+            )
+        hosts.append(name)
+    return tuple(hosts)
+
+
+def _egress(env: Mapping[str, str], get: Callable[[str], str | None]) -> Egress:
+    """Proxy variables as curl reads them: the lower-case name first, then the upper-case one."""
+
+    def either(name: str) -> tuple[str, str] | None:
+        for key in (name.lower(), name):
+            value = (env.get(key) or "").strip()
+            if value:
+                return key, value
+        return None
+
+    ca_bundle = get("CCPROXY_CA_BUNDLE")
+    if ca_bundle is not None and not Path(ca_bundle).expanduser().is_file():
+        raise ConfigError(f"CCPROXY_CA_BUNDLE: no such file {ca_bundle!r}")
+    proxies = {}
+    fallback = either("ALL_PROXY")
+    for name in ("HTTPS_PROXY", "HTTP_PROXY"):
+        found = either(name) or fallback
+        if found is not None:
+            try:
+                proxies[name] = parse_proxy(found[1], found[0])
+            except EgressError as exc:
+                raise ConfigError(str(exc)) from None
+    no_proxy = either("NO_PROXY")
+    egress = Egress(
+        https_proxy=proxies.get("HTTPS_PROXY"),
+        http_proxy=proxies.get("HTTP_PROXY"),
+        no_proxy=no_proxy[1] if no_proxy else "",
+        ca_bundle=str(Path(ca_bundle).expanduser()) if ca_bundle else None,
+    )
+    if egress == NO_EGRESS:
+        return NO_EGRESS
+    try:
+        egress.ssl_context()  # a CA file that is not PEM fails here, at start
+    except EgressError as exc:
+        raise ConfigError(str(exc)) from None
+    return egress
 
 
 def _path(value: str | None, default: Path) -> Path | None:
@@ -529,6 +676,10 @@ def _upstream(path: Path, name: str, table: Any, get: Callable[[str], str | None
     headers = table.get("headers", {})
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{where}.headers must be a table of strings")
+    for header_name, header_value in headers.items():
+        problem = header_problem(str(header_name), header_value)
+        if problem:
+            raise ConfigError(f"{where}.headers.{header_name}: {problem}")
     style = table.get("reasoning_style", default_reasoning_style(base_url))
     if style not in REASONING_STYLES:
         raise ConfigError(f"{where}.reasoning_style must be one of {', '.join(REASONING_STYLES)}")
@@ -550,10 +701,11 @@ def _upstream(path: Path, name: str, table: Any, get: Callable[[str], str | None
     per_model = tuple(
         (str(glob), _token_limit(value, f"{where}.model_limits.{glob!r}")) for glob, value in model_limits.items()
     )
+    base_url, basic_auth = split_userinfo(base_url.rstrip("/"))
     return UpstreamConfig(
         name=name,
         kind=kind,
-        base_url=base_url.rstrip("/"),
+        base_url=base_url,
         api_key=api_key,
         api_key_env=key_env,
         headers=tuple((str(k).lower(), v) for k, v in headers.items()),
@@ -563,6 +715,7 @@ def _upstream(path: Path, name: str, table: Any, get: Callable[[str], str | None
         max_output_tokens=limit,
         model_limits=per_model,  # type: ignore[arg-type]
         pass_client_key=pass_client_key,
+        basic_auth=basic_auth,
     )
 
 

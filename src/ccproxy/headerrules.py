@@ -18,7 +18,40 @@ from typing import Any
 from .errors import invalid_request
 
 ACTIONS = ("block", "set", "replace")
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 field-name
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 field-name (always fullmatch)
+# visible ASCII, space, tab and obs-text (latin-1): what HTTP/1.1 can carry in a field value
+_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+# Headers a rule may not touch: they frame the message or the connection, or say where it goes.
+# Setting them would let a rule desynchronise requests and responses (smuggling) or redirect them.
+FORBIDDEN = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "content-encoding",
+    }
+)
+
+
+def header_problem(name: str, value: str = "") -> str | None:
+    """Why ``name: value`` cannot be sent as a header, or None when it can."""
+    if not _TOKEN.fullmatch(name):
+        return "must be a header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+    if name.lower() in FORBIDDEN:
+        return f"{name.lower()} frames or routes the message and cannot be set"
+    if not _VALUE.fullmatch(value):
+        return "the value must be visible ASCII or latin-1 text, without control characters or line breaks"
+    return None
+
+
 _RULE_KEYS = {"header", "action", "value", "find", "enabled"}
 MAX_RULES = 100
 
@@ -57,8 +90,8 @@ def parse_rules(data: Any, where: str) -> tuple[HeaderRule, ...]:
         if extra:
             raise invalid_request(f"{path}: unknown field(s) {sorted(extra)}")
         header = item.get("header")
-        if not isinstance(header, str) or not _TOKEN.match(header):
-            raise invalid_request(f"{path}.header: must be a header name")
+        if not isinstance(header, str) or (problem := header_problem(header)):
+            raise invalid_request(f"{path}.header: {problem if isinstance(header, str) else 'must be a string'}")
         action = item.get("action")
         if action not in ACTIONS:
             raise invalid_request(f"{path}.action: must be one of {', '.join(ACTIONS)}")
@@ -67,10 +100,12 @@ def parse_rules(data: Any, where: str) -> tuple[HeaderRule, ...]:
             value = ""
         if find is None:
             find = ""
-        if not isinstance(value, str) or "\r" in value or "\n" in value:
-            raise invalid_request(f"{path}.value: must be a string without line breaks")
-        if not isinstance(find, str) or "\r" in find or "\n" in find:
-            raise invalid_request(f"{path}.find: must be a string without line breaks")
+        for field_name, text in (("value", value), ("find", find)):
+            if not isinstance(text, str) or not _VALUE.fullmatch(text):
+                raise invalid_request(
+                    f"{path}.{field_name}: must be visible ASCII or latin-1 text, without control characters or line "
+                    "breaks"
+                )
         if not isinstance(enabled, bool):
             raise invalid_request(f"{path}.enabled: must be true or false")
         if action == "replace" and not find:

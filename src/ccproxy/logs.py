@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from .files import open_append, private_dir
 
 BACKUPS = 3
 QUEUE_SIZE = 10_000
@@ -62,8 +65,8 @@ class JsonLinesWriter:
     def _run(self) -> None:
         log = logging.getLogger("ccproxy.logs")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fh = open(self.path, "ab")  # noqa: SIM115 - lives as long as the thread
+            private_dir(self.path.parent)
+            fh = os.fdopen(open_append(self.path), "ab")
         except OSError as exc:
             log.error("cannot open %s (%s); its records are discarded", self.path, exc)
             return
@@ -80,7 +83,7 @@ class JsonLinesWriter:
                     if size + len(data) > self.max_bytes and size > 0:
                         fh.close()
                         _rotate(self.path)
-                        fh = open(self.path, "ab")  # noqa: SIM115
+                        fh = os.fdopen(open_append(self.path), "ab")
                         size = 0
                     fh.write(data)
                     fh.flush()

@@ -54,6 +54,7 @@ class UpstreamConfig:
     max_output_tokens: int | None = None
     model_limits: tuple[tuple[str, int | None], ...] = ()  # (upstream model glob, max output tokens)
     pass_client_key: bool = False  # anthropic: forward the client's own x-api-key instead
+    basic_auth: str | None = None  # "Basic …" from user:password@ in base_url (stripped from it)
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ class ClientDisconnected(Exception):
 
 
 class Request:
-    __slots__ = ("_header", "_read", "method", "path", "query", "request_id")
+    __slots__ = ("_header", "_read", "disconnected", "method", "path", "query", "request_id")
 
     def __init__(
         self,
@@ -55,6 +55,7 @@ class Request:
         request_id: str,
         read: Callable[[int], Awaitable[bytes]],
         header: Callable[[str], str | None] = lambda name: None,
+        disconnected: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self.method = method
         self.path = path
@@ -62,6 +63,8 @@ class Request:
         self.request_id = request_id
         self._read = read
         self._header = header
+        # returns when the client has gone away (only once the body was read)
+        self.disconnected = disconnected
 
     def header(self, name: str) -> str | None:
         """A request header by lower-case name."""
@@ -88,6 +91,35 @@ class StreamResponse:
     ping_interval: float = 15.0
     headers: Headers = field(default_factory=list)  # extra response headers
     on_error: Callable[[BaseException], bytes] | None = None  # final bytes for an unexpected failure
+
+
+async def until_disconnected(req: Request, work: Awaitable[Any]) -> Any:
+    """``work``, cancelled as soon as the client goes away (raising ClientDisconnected): a
+    request waiting on its upstream must not run on for nobody, nor be logged as answered."""
+    if req.disconnected is None:
+        return await work
+    task = asyncio.current_task()
+    waiting = True
+    gone = False
+
+    def left(watcher: asyncio.Future[Any]) -> None:
+        nonlocal gone
+        if waiting and task is not None and not watcher.cancelled() and watcher.exception() is None:
+            gone = True
+            task.cancel()
+
+    watcher = asyncio.ensure_future(req.disconnected())
+    watcher.add_done_callback(left)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if gone and task is not None:
+            task.uncancel()
+            raise ClientDisconnected from None
+        raise
+    finally:
+        waiting = False  # (a callback already scheduled must not cancel what the task does next)
+        watcher.cancel()
 
 
 async def relay(
@@ -214,35 +246,39 @@ async def serve_asgi(handle: Handle, new_id: Callable[[], str], scope: dict, rec
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     query = scope.get("query_string", b"").decode("latin-1")
+    by_name: dict[bytes, bytes] | None = None
 
     def header(name: str) -> str | None:
-        wanted = name.encode("latin-1")
-        for key, value in scope["headers"]:
-            if key.lower() == wanted:
-                return value.decode("latin-1")
-        return None
+        nonlocal by_name
+        if by_name is None:  # one pass over the headers, then lookups; the first of duplicates wins
+            by_name = {key.lower(): value for key, value in reversed(scope["headers"])}
+        value = by_name.get(name.encode("latin-1"))
+        return None if value is None else value.decode("latin-1")
 
-    response = await handle(Request(scope["method"], scope["path"], query, request_id, read, header))
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    response = await handle(Request(scope["method"], scope["path"], query, request_id, read, header, disconnected))
     if isinstance(response, Response):
         body = b"" if scope["method"] == "HEAD" else response.body
         out = [
             (b"content-type", response.content_type.encode()),
             (b"request-id", request_id.encode()),
             (b"content-length", str(len(response.body)).encode()),
-            *((k.encode(), v.encode()) for k, v in response.headers),
+            *((k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers),
         ]
         await send({"type": "http.response.start", "status": response.status, "headers": out})
         await send({"type": "http.response.body", "body": body})
         return
-    headers = [(k.encode(), v.encode()) for k, v in (*SSE_HEADERS, ("request-id", request_id), *response.headers)]
+    headers = [
+        (k.encode("latin-1"), v.encode("latin-1"))
+        for k, v in (*SSE_HEADERS, ("request-id", request_id), *response.headers)
+    ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
 
     async def write(chunk: bytes) -> None:
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
-
-    async def disconnected() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
 
     try:
         await relay(response, write, disconnected)

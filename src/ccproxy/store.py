@@ -28,6 +28,8 @@ from typing import Any
 import orjson
 
 from . import pg
+from .files import private_dir, private_file
+from .parent import parent_alive
 
 log = logging.getLogger("ccproxy.store")
 
@@ -396,7 +398,8 @@ class RequestStore:
         self.dropped = 0
         self.written = 0
         if not pg.is_url(path):
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
+            private_file(path)
         conn = connect(path)
         try:
             self.version = migrate(conn)
@@ -513,7 +516,8 @@ def serve_store(db_path: str, socket_path: str, retention_days: float, max_bytes
         os.nice(10)
     path: Path | str = db_path if pg.is_url(db_path) else Path(db_path)
     if isinstance(path, Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        private_file(path)
     conn = connect(path)
     migrate(conn)
     if isinstance(path, Path):
@@ -524,6 +528,7 @@ def serve_store(db_path: str, socket_path: str, retention_days: float, max_bytes
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    parent = os.getppid()  # the ccproxy process: when it is gone, so are the workers (parent.py)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(socket_path + ".tmp")
     Path(socket_path + ".tmp").replace(socket_path)  # appears only once it accepts
@@ -551,6 +556,9 @@ def serve_store(db_path: str, socket_path: str, retention_days: float, max_bytes
 
     while True:
         now = time.monotonic()
+        if not stop.is_set() and not parent_alive(parent):
+            log.error("the ccproxy process that started the request log writer is gone: stopping")
+            stop.set()
         if stop.is_set() and stopping_since is None:
             stopping_since = now  # read what the workers still send for a moment, then finish
         if stopping_since is not None and (now - stopping_since > 2.0 or not buffers):

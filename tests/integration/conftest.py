@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -38,34 +39,56 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
 
 
 class MockUpstream:
-    def __init__(self, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
+    def __init__(
+        self, port: int, proc: subprocess.Popen | None = None, tls: tuple[str, str, str] | None = None
+    ) -> None:
+        """``tls``: (certificate, key, CA file): the mock speaks HTTPS as ``localhost``."""
+        self.port = port
+        self.proc = proc
+        self.verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=tls[2]) if tls else True
+        self.base = f"https://localhost:{port}" if tls else f"http://127.0.0.1:{port}"
 
     def script(self, *responses: dict) -> str:
         """Register responses under a fresh key; put the key in the request to select them."""
         key = f"script-{uuid.uuid4().hex[:12]}"
-        httpx.post(f"{self.base}/_scripts", json={"key": key, "responses": list(responses)}).raise_for_status()
+        body = {"key": key, "responses": list(responses)}
+        httpx.post(f"{self.base}/_scripts", json=body, verify=self.verify).raise_for_status()
         return key
 
     def requests(self, key: str) -> list[dict]:
-        return httpx.get(f"{self.base}/_requests", params={"key": key}).json()
+        return httpx.get(f"{self.base}/_requests", params={"key": key}, verify=self.verify).json()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def start_mock(tls: tuple[str, str, str] | None = None) -> MockUpstream:
+    port = free_port()
+    args = [sys.executable, str(MOCK), str(port), *(tls[:2] if tls else ())]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    mock = MockUpstream(port, proc, tls)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"{mock.base}/_requests", verify=mock.verify, timeout=1.0)
+            return mock
+        except httpx.HTTPError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                mock.stop()
+                output = proc.stdout.read() if proc.stdout else ""
+                raise RuntimeError(f"the mock upstream did not start: {output}") from None
+            time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
 def mock_upstream() -> Iterator[MockUpstream]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(MOCK), str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    mock = start_mock()
     try:
-        wait_http(f"http://127.0.0.1:{port}/_requests", proc)
-        yield MockUpstream(port)
+        yield mock
     finally:
-        proc.terminate()
-        proc.wait(10)
+        mock.stop()
 
 
 class Proxy:
@@ -80,10 +103,15 @@ class Proxy:
         return anthropic.Anthropic(base_url=self.base, api_key=CLIENT_KEY, **kwargs)
 
 
+# Proxy variables of the machine running the tests would send the proxy's upstream traffic
+# elsewhere; tests that want a proxy pass them explicitly (test_egress.py).
+PROXY_VARIABLES = {n for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy") for n in (name, name.upper())}
+
+
 def start_proxy(upstream_base: str, data_dir: Path, **env: str) -> Proxy:
     port = free_port()
     full_env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k not in PROXY_VARIABLES},
         "OPENAI_API_KEY": UPSTREAM_KEY,
         "OPENAI_BASE_URL": f"{upstream_base}/v1",
         "BIG_MODEL_NAME": "gpt-big",

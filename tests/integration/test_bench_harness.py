@@ -97,10 +97,13 @@ def test_proxy_translates_the_bench_stream(bench_mock, tmp_path):
     proxy = start_proxy(bench_mock.rsplit("/chat/completions", 1)[0], tmp_path)
     try:
         bodies = run_load.bodies()
-        events = parse_sse(httpx.post(f"{proxy.base}/v1/messages", content=bodies["small-stream"]).content)
+        json_type = {"content-type": "application/json"}  # (as wrk sends them, run_load.py)
+        events = parse_sse(
+            httpx.post(f"{proxy.base}/v1/messages", content=bodies["small-stream"], headers=json_type).content
+        )
         message = assemble(events)
         assert message["content"][0]["text"] == "tok " * 25 and message["stop_reason"] == "end_turn"
-        large = httpx.post(f"{proxy.base}/v1/messages", content=bodies["large"], timeout=30).json()
+        large = httpx.post(f"{proxy.base}/v1/messages", content=bodies["large"], headers=json_type, timeout=30).json()
         assert large["type"] == "message" and large["content"][0]["type"] == "text"
     finally:
         stop_proxy(proxy)

@@ -65,3 +65,28 @@ def test_check_prints_what_would_be_served_without_the_key():
     assert out.returncode == 0
     assert "http://127.0.0.1:9999/v1" in out.stdout and "gpt-big" in out.stdout and "12345" in out.stdout
     assert "sk-topsecret-value" not in out.stdout + out.stderr
+
+
+BASE = {"OPENAI_API_KEY": "sk-x-0123456789", "BIG_MODEL_NAME": "a", "SMALL_MODEL_NAME": "b"}
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "proxy.internal"])
+@pytest.mark.parametrize("args", [("--check",), ()])
+def test_serving_beyond_loopback_without_keys_and_password_is_refused(host, args):
+    for extra in ({}, {"CCPROXY_CLIENT_API_KEYS": "k1"}, {"DASHBOARD_PASSWORD": "pw"}):
+        out = run(*args, env={**BASE, "HOST": host, "PORT": "0", **extra})
+        assert out.returncode == 2, out.stdout
+        assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+        assert "CCPROXY_ALLOW_UNAUTHENTICATED" in out.stderr
+        for needed in ("CCPROXY_CLIENT_API_KEYS", "DASHBOARD_PASSWORD"):
+            assert (needed in out.stderr) == (needed not in extra)
+
+
+def test_loopback_hosts_and_guarded_or_explicitly_opened_exposure_are_served():
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert run("--check", env={**BASE, "HOST": host}).returncode == 0, host
+    guarded = run("--check", env={**BASE, "HOST": "0.0.0.0", "CCPROXY_CLIENT_API_KEYS": "k", "DASHBOARD_PASSWORD": "p"})
+    assert guarded.returncode == 0 and "WARNING" not in guarded.stderr
+    opened = run("--check", env={**BASE, "HOST": "0.0.0.0", "CCPROXY_ALLOW_UNAUTHENTICATED": "on"})
+    assert opened.returncode == 0
+    assert "WARNING" in opened.stderr and "open to anyone" in opened.stderr and "0.0.0.0" in opened.stderr

@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from ccproxy.store import RequestStore
+from tests.support.chat_answers import completion, text_stream
 
 from .conftest import CLIENT_KEY, UPSTREAM_KEY, start_proxy, stop_proxy
-from .test_messages import completion, text_stream
 
 pytestmark = pytest.mark.integration
 
@@ -327,7 +327,8 @@ def test_header_rules_are_validated_persisted_and_applied_live(logged, mock_upst
     assert bad.status_code == 400 and "requestHeaderRules[0].action" in bad.json()["error"]["message"]
     bad = httpx.put(f"{logged.base}/api/settings", json={"responseHeaderRules": [{"header": "x", "action": "replace"}]})
     assert bad.status_code == 400 and "find" in bad.json()["error"]["message"]
-    assert httpx.put(f"{logged.base}/api/settings", content=b"{oops").status_code == 400
+    json_type = {"content-type": "application/json"}
+    assert httpx.put(f"{logged.base}/api/settings", content=b"{oops", headers=json_type).status_code == 400
     rules = {
         "requestHeaderRules": [
             {"header": "X-Team", "action": "set", "value": "platform"},

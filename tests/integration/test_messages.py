@@ -10,6 +10,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.support.chat_answers import completion, text_stream
 from tests.support.sse import assemble, parse_sse
 
 from .conftest import CLIENT_KEY, UPSTREAM_KEY
@@ -17,24 +18,6 @@ from .conftest import CLIENT_KEY, UPSTREAM_KEY
 pytestmark = pytest.mark.integration
 
 ANTHROPIC_ONLY = ("cache_control", "context_management", "output_config", "anthropic-beta", "signature", "thinking")
-
-
-def text_stream(*pieces: str, finish: str = "stop", usage: dict | None = None) -> list:
-    chunks = [{"choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]} for p in pieces]
-    chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
-    chunks.append({"choices": [], "usage": usage or {"prompt_tokens": 20, "completion_tokens": len(pieces)}})
-    return chunks
-
-
-def completion(content: str | None = "ok", tool_calls: list | None = None, finish: str = "stop") -> dict:
-    message: dict = {"role": "assistant", "content": content}
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    return {
-        "id": "chatcmpl-1",
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": {"prompt_tokens": 30, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 10}},
-    }
 
 
 def raw_stream(proxy, body: dict) -> list[tuple[str, dict]]:

@@ -1,6 +1,7 @@
 """A scripted OpenAI Chat Completions upstream for tests: a real process on loopback.
 
-Run: ``python tests/support/mock_upstream.py [port]``; it prints ``READY <port>``.
+Run: ``python tests/support/mock_upstream.py [port [certfile keyfile]]``; it prints ``READY <port>``.
+With a certificate and key it speaks HTTPS (tests of proxies and private CAs).
 
 Tests register a script under a unique key (``POST /_scripts {"key", "responses": [...]}``)
 and put the key somewhere in the request (usually the user's text). A request whose body
@@ -16,7 +17,11 @@ A response spec is a JSON object:
   delay: s                 pause before each SSE write
   reset_after: n           abort the connection after n SSE writes (no finish)
   hang_after: n            stop writing after n SSE writes but keep the connection open
-  wait: s                  pause before the status line
+  wait: s                  pause before the status line (a client hanging up meanwhile is
+                           recorded as disconnected_at at once)
+  raw: [hex, …]            the whole answer, head included, written as is; then the connection closes
+  flood: {head, block, count}  write ``head`` then ``block`` ``count`` times (a hostile upstream)
+  extra_response: bool     after the answer, one more response nobody asked for
 
 Recorded requests carry received_at, and finished_at or disconnected_at (the proxy hung up).
 """
@@ -111,10 +116,27 @@ async def chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
     await writer.drain()
 
 
-async def respond(writer: asyncio.StreamWriter, spec: dict) -> bool:
+async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, spec: dict) -> bool:
     """Write one scripted response; False when the connection must not be reused."""
     if spec.get("wait"):
-        await asyncio.sleep(spec["wait"])
+        try:  # the proxy sends nothing more on this connection: bytes or EOF mean it hung up
+            if not await asyncio.wait_for(reader.read(1), spec["wait"]):
+                raise ConnectionResetError("the client hung up while the answer was pending")
+        except TimeoutError:
+            pass
+    if "raw" in spec:
+        for piece in spec["raw"]:
+            writer.write(bytes.fromhex(piece))
+            await writer.drain()
+        return False
+    if "flood" in spec:
+        flood = spec["flood"]
+        writer.write(flood["head"].encode())
+        block = flood["block"].encode() * (flood.get("repeat", 1))
+        for _ in range(flood["count"]):
+            writer.write(block)
+            await writer.drain()
+        return False
     if spec.get("reset"):  # hang up before a single byte of the answer
         writer.transport.abort()
         return False
@@ -123,6 +145,8 @@ async def respond(writer: asyncio.StreamWriter, spec: dict) -> bool:
     if "json" in spec or "text" in spec:
         body = json.dumps(spec["json"]).encode() if "json" in spec else spec["text"].encode()
         await send_json(writer, status, body, extra)
+        if spec.get("extra_response"):
+            await send_json(writer, 200, json.dumps({**GREETING, "id": "chatcmpl-unrequested"}).encode())
         return True
     headers = {"content-type": "text/event-stream", "transfer-encoding": "chunked", **extra}
     writer.write(head(status, headers))
@@ -190,7 +214,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 spec = queue.pop(0) if len(queue) > 1 else queue[0]
             record = RECORDED[key][-1] if key is not None else {}
             try:
-                reusable = await respond(writer, spec)
+                reusable = await respond(reader, writer, spec)
             except ConnectionError:
                 # the proxy hung up on us (its client left): tests check how fast that happens
                 record["disconnected_at"] = time.time()
@@ -204,12 +228,18 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         writer.close()
 
 
-async def main(port: int) -> None:
-    server = await asyncio.start_server(handle, "127.0.0.1", port)
+async def main(port: int, tls: list[str]) -> None:
+    context = None
+    if tls:
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls[0], tls[1])
+    server = await asyncio.start_server(handle, "127.0.0.1", port, ssl=context)
     print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
     async with server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 0))
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 0, sys.argv[2:4]))

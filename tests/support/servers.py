@@ -156,3 +156,49 @@ class PostgresServer:
     def stop(self) -> None:
         self.halt()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class TinyProxy:
+    """A real forward proxy (Debian's tinyproxy) on loopback: plain-HTTP forwarding and CONNECT
+    tunnels, optionally with Basic credentials; ``requests()`` reads what it logged."""
+
+    def __init__(self, user: str | None = None, password: str | None = None) -> None:
+        binary = shutil.which("tinyproxy")
+        if binary is None:
+            raise RuntimeError("tinyproxy is not installed (Debian package tinyproxy)")
+        self.dir = Path(tempfile.mkdtemp(prefix="ccproxy-tinyproxy-"))
+        self.port = free_port()
+        self.log = self.dir / "tinyproxy.log"
+        lines = [
+            f"Port {self.port}",
+            "Listen 127.0.0.1",
+            "Timeout 60",
+            f'LogFile "{self.log}"',
+            "LogLevel Info",
+            f'PidFile "{self.dir / "tinyproxy.pid"}"',
+            "MaxClients 50",
+            "Allow 127.0.0.1",
+            "DisableViaHeader Yes",
+        ]
+        if user is not None:
+            lines.append(f"BasicAuth {user} {password}")
+        (self.dir / "tinyproxy.conf").write_text("\n".join(lines) + "\n")
+        self.proc = subprocess.Popen(
+            [binary, "-d", "-c", str(self.dir / "tinyproxy.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        _wait_port(self.port, self.proc, 10, "tinyproxy")
+        auth = f"{user}:{password}@" if user is not None else ""
+        self.url = f"http://{auth}127.0.0.1:{self.port}"
+
+    def requests(self) -> list[str]:
+        """The request lines it was asked to carry out ("CONNECT host:port HTTP/1.1", "POST http://…")."""
+        if not self.log.exists():
+            return []
+        return [
+            line.split("): ", 1)[1] for line in self.log.read_text().splitlines() if "Request (file descriptor" in line
+        ]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)

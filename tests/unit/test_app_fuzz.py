@@ -46,12 +46,16 @@ def call(path: str, body: bytes) -> tuple[int, bytes]:
     chunks = [{"type": "http.request", "body": body, "more_body": False}]
 
     async def receive() -> dict:
-        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
+        if chunks:
+            return chunks.pop(0)
+        await asyncio.Event().wait()  # like a server: nothing more until the client leaves
+        return {"type": "http.disconnect"}
 
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": path, "query_string": b"", "headers": []}
+    headers = [(b"content-type", b"application/json")]
+    scope = {"type": "http", "method": "POST", "path": path, "query_string": b"", "headers": headers}
     LOOP.run_until_complete(APP(scope, receive, send))
     status = sent[0]["status"]
     return status, b"".join(m.get("body", b"") for m in sent[1:])

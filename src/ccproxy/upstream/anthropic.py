@@ -8,13 +8,14 @@ rate-limit headers for the request log and the dashboard.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 
 from .._native import SSEDecoder
-from ..errors import ProxyError
+from ..errors import ProxyError, error_body, error_type_for
 from ..headerrules import HeaderRules
 from ..redact import Redactor
 from ..routing import UpstreamConfig
@@ -60,9 +61,20 @@ class AnthropicUpstream:
         if not key:
             raise ProxyError(401, "no API key for the Anthropic upstream (send x-api-key)", "authentication_error")
         headers["x-api-key"] = key
+        if self.config.basic_auth:  # user:password@ of the base URL
+            headers["authorization"] = self.config.basic_auth
         if self.header_rules is not None and self.header_rules.request:
             headers = self.header_rules.upstream_headers(headers)
         return headers
+
+    def cache_scope(self, exchange: Exchange) -> str:
+        """What besides the body decides the answer: the key sent (the client's own with
+        pass_client_key, so a wrong key never gets a right key's cached answer), the beta
+        flags and the query string. Hashed: the cache key never holds a secret."""
+        headers = exchange.client_headers
+        key = headers.get("x-api-key", "") if self.config.pass_client_key else ""
+        parts = (key, headers.get("anthropic-beta", ""), headers.get("anthropic-version", ""), exchange.query)
+        return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
 
     def _url(self, exchange: Exchange, url: str | None = None) -> str:
         url = url or self.url
@@ -90,7 +102,34 @@ class AnthropicUpstream:
         except UpstreamReadError as exc:
             raise read_failure(exc) from None
         relayed = self._record(resp, exchange)
-        return Response(resp.status, data, relayed, resp.headers.get("content-type", "application/json")), data
+        return self._relayable(resp, data, relayed), data
+
+    def _relayable(self, resp: UpstreamResponse, data: bytes, relayed: list[tuple[str, str]]) -> Response:
+        """A whole answer as the client may see it: JSON only (the proxy's origin also serves the
+        dashboard, so an upstream's HTML must never be served from it), and error bodies with
+        anything shaped like a secret redacted."""
+        content_type = resp.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if content_type == "application/json" or (content_type.startswith("application/") and "+json" in content_type):
+            if resp.status >= 400:
+                data = self._redacted(data)
+            return Response(resp.status, data, relayed)
+        text = self.redact(data[:500].decode("utf-8", "replace").strip())
+        shown = content_type or "no content type"
+        if resp.status < 400:
+            raise ProxyError(502, f"upstream {self.url} answered {resp.status} with {shown}, not JSON", "api_error")
+        message = f"upstream {self.url} answered {resp.status} ({shown}): {text or 'no body'}"
+        return Response(resp.status, error_body(error_type_for(resp.status), message), relayed)
+
+    def _redacted(self, data: bytes) -> bytes:
+        error = _loads(data)
+        inner = error.get("error") if isinstance(error, dict) else None
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            cleaned = self.redact(inner["message"])
+            if cleaned != inner["message"]:
+                inner["message"] = cleaned
+                return orjson.dumps(error)
+            return data
+        return self.redact(data.decode("utf-8", "replace")).encode() if error is None else data
 
     async def open_stream(self, payload: bytes, exchange: Exchange) -> AsyncIterator[bytes] | Response:
         resp = await self.client.send(self._url(exchange), self._headers(exchange), payload)
@@ -103,7 +142,7 @@ class AnthropicUpstream:
                 raise read_failure(exc) from None
             if resp.status >= 400:
                 exchange.error_type = "upstream_error"
-            return Response(resp.status, data, relayed, resp.headers.get("content-type", "application/json"))
+            return self._relayable(resp, data, relayed)
         exchange.relay_headers = relayed
         return self._relay(resp, exchange)
 

@@ -51,6 +51,10 @@ class Upstream(Protocol):
         holds) while it waits on the upstream."""
         ...
 
+    def cache_scope(self, exchange: Exchange) -> str:
+        """A short hash of what besides the body decides the answer (for the response cache)."""
+        ...
+
     async def create(self, payload: bytes, exchange: Exchange) -> Response:
         """Non-streaming: the response to send (an Anthropic message), or raise ProxyError."""
         ...

@@ -43,14 +43,16 @@ class ChatUpstream:
         api_key_env: str,
         redactor: Redactor,
         extra_headers: tuple[tuple[str, str], ...] = (),
+        basic_auth: str | None = None,
     ) -> None:
         self.client = client
         self.url = f"{base_url}{self.endpoint}"
         self.api_key_env = api_key_env
         self.redact = redactor
         # Only these go upstream: never the client's x-api-key / Authorization / anthropic-*.
+        # Credentials in the base URL (user:password@) are HTTP Basic auth, in place of the key.
         self.headers = {
-            "authorization": f"Bearer {api_key}",
+            "authorization": basic_auth or f"Bearer {api_key}",
             "content-type": "application/json",
             "accept": "application/json, text/event-stream",
             **dict(extra_headers),
@@ -63,6 +65,10 @@ class ChatUpstream:
             return compact(orjson.dumps(self.build(req, exchange)))
         except orjson.JSONEncodeError as exc:  # e.g. max_tokens beyond 64 bits
             raise invalid_request(f"request has a value that cannot be sent upstream: {exc}") from None
+
+    def cache_scope(self, exchange: Exchange) -> str:
+        """What besides the body decides the answer: nothing of the client's goes upstream."""
+        return ""
 
     async def create(self, payload: bytes, exchange: Exchange) -> Response:
         message = await self._complete(await self._send(payload, exchange), exchange)

@@ -3,8 +3,8 @@
 It holds the builtin client's limits against a hostile upstream: bodies are read raw and go
 through the same ``BodyGuard`` (size, one event, bounded decompression, progress), the head
 must arrive within the read timeout, h11 bounds the head's size (16 KB), and waiting for a
-pooled connection is bounded by the connect timeout; connections are not reused (see below). Proxies and the CA bundle come from
-``Egress`` (never from httpx's own reading of the environment).
+connection is bounded by the connect timeout; connections are not reused (see below). Proxies
+and the CA bundle come from ``Egress`` (never from httpx's own reading of the environment).
 """
 
 from __future__ import annotations
