@@ -80,6 +80,21 @@ def test_disconnect_closes_upstream(client_proxy, mock_upstream):
     assert record.get("disconnected_at", left + 99) - left < 1.0
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_disconnect_while_waiting_for_the_upstream_cancels_it(client_proxy, mock_upstream, stream):
+    """The client leaves before the upstream answered (non-streaming, or a stream's first byte)."""
+    key = mock_upstream.script({"json": completion("late"), "wait": 3})
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{client_proxy.base}/v1/messages", json={**ask(key), "stream": stream}, timeout=0.4)
+    left = time.time()
+    for _ in range(60):
+        record = mock_upstream.requests(key)[0]
+        if "disconnected_at" in record or "finished_at" in record:
+            break
+        time.sleep(0.05)
+    assert record.get("disconnected_at", left + 99) - left < 1.5
+
+
 @pytest.mark.parametrize("kind", CLIENTS)
 def test_unreachable_upstream(kind, tmp_path):
     proxy = start_proxy(f"http://127.0.0.1:{free_port()}", tmp_path, CCPROXY_HTTP_CLIENT=kind)
