@@ -4,6 +4,7 @@
     python benchmarks/run_load.py --clients all   # upstream HTTP client comparison (docs/benchmarks.md)
     python benchmarks/run_load.py --quick         # short smoke run
     python benchmarks/run_load.py --backends      # Redis / PostgreSQL vs the embedded state
+    python benchmarks/run_load.py --baseline DIR  # this code vs another checkout's, same run
 
 Layout: the proxy (and the floor) pinned to core 0 with one worker; the mock upstream, wrk and
 this script on core 1. Every figure is compared with references measured in the same run:
@@ -632,6 +633,12 @@ def main() -> int:
     parser.add_argument(
         "--cache", action="store_true", help="with --backends: the response cache on (identical bodies: all hits)"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="compare this code with another version: a directory holding the ccproxy package, e.g. from"
+        " `pip install --no-deps --target DIR <checkout of the previous commit>` (native modules built)",
+    )
     parser.add_argument("--quick", action="store_true", help="one short repetition of everything")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load-latest.json")
     args = parser.parse_args()
@@ -645,6 +652,9 @@ def main() -> int:
     started = time.time()
     if args.backends:
         report = backends_run(args)
+    elif args.baseline:
+        baseline = {"PYTHONPATH": str(args.baseline.resolve())}  # (imported ahead of the installed package)
+        report = ab_run(args, {"this": {}, "baseline": baseline})
     elif args.native or args.logging:
         report = ab_run(args, NATIVE_VARIANTS if args.native else LOGGING_VARIANTS)
     else:
@@ -652,7 +662,7 @@ def main() -> int:
     report["seconds"] = round(time.time() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    ab = args.native or args.logging or args.backends
+    ab = args.native or args.logging or args.backends or args.baseline
     (print_ab if ab else print_clients if args.clients else print_full)(report)
     print(f"\n{report['seconds']} s; results in {args.out}")
     return 0

@@ -71,7 +71,10 @@ def classify(path: str) -> int:
 def require_json(req: Request) -> None:
     """415 unless the body is declared JSON: ``text/plain`` and form bodies are what a web page
     can send cross-site without asking (a "simple" request)."""
-    content_type = (req.header("content-type") or "").split(";", 1)[0].strip().lower()
+    declared = req.header("content-type")
+    if declared == "application/json":  # what the SDKs and Claude Code send
+        return
+    content_type = (declared or "").split(";", 1)[0].strip().lower()
     if content_type != "application/json" and not (
         content_type.startswith("application/") and content_type.endswith("+json")
     ):
@@ -115,7 +118,8 @@ class Access:
         """Raise the ProxyError a request gets before its handler, or return."""
         if kind == OPEN:
             return
-        host = req.header("host")
+        header = req.header
+        host = header("host")
         if host is not None and not self.host_allowed(host):
             raise ProxyError(
                 403,
@@ -123,14 +127,14 @@ class Access:
                 "CCPROXY_ALLOWED_HOSTS if clients really use it",
                 "permission_error",
             )
-        origin = req.header("origin")
+        origin = header("origin")
         if origin is not None and not self.origin_allowed(origin, host):
             raise ProxyError(
                 403,
                 f"requests from web pages of another origin ({origin}) are refused",
                 "permission_error",
             )
-        site = req.header("sec-fetch-site")
+        site = header("sec-fetch-site")  # (browsers send Origin on POST, not always on GET)
         if site in ("cross-site", "same-site") and not (kind == DASHBOARD and req.method == "GET" and _navigation(req)):
             raise ProxyError(403, f"requests from other sites are refused (Sec-Fetch-Site: {site})", "permission_error")
         if kind == PROXY:

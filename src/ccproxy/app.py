@@ -48,13 +48,13 @@ from .routing import DEFAULT_UPSTREAM, Route, Router, UpstreamOptions
 from .schemas.anthropic import decode_count_tokens_request, decode_messages_request
 from .serving import (
     ClientDisconnected,
+    DisconnectWatch,
     Request,
     Response,
     StreamResponse,
     asgi_lifespan,
     serve_asgi,
     serve_rsgi,
-    until_disconnected,
 )
 from .shared import CIRCUIT_SYNC, Shared, Unavailable
 from .store import DB_ERRORS, RATELIMIT_HEADERS, RequestStore, StoreClient, get_setting, put_setting
@@ -151,6 +151,7 @@ class ProxyApp:
         self._settings_task: asyncio.Task[None] | None = None
         self._unwatch_parent: Callable[[], None] = lambda: None
         self.access = Access(settings)
+        self.waiting = DisconnectWatch()  # requests waiting on their upstream, for disconnects
         self.limiters: dict[str, RateLimiter] = {}
         if settings.rpm or settings.tpm:
             for name in self._upstream_names():
@@ -204,6 +205,7 @@ class ProxyApp:
             ("GET", "/v1/models/", self.model),
         )
         self._paths = {path for _, path in self.routes}
+        self._kinds: dict[str, int] = {}  # path → access class (access.classify)
 
     # --- access control -----------------------------------------------------------------------
 
@@ -354,6 +356,7 @@ class ProxyApp:
 
     async def shutdown(self) -> None:
         self._unwatch_parent()
+        self.waiting.close()
         if self._shared_task is not None:
             self._shared_task.cancel()
         if self.shared is not None:
@@ -379,14 +382,11 @@ class ProxyApp:
         if len(path) > 1 and path.endswith("/"):
             path = path.rstrip("/")
         handler = self.routes.get((req.method, path))
-        kind = classify(path)
-        if kind <= PROXY:
-            return await self._dispatch(req, path, handler, kind)
-        response = await self._dispatch(req, path, handler, kind)
-        response.headers = [*response.headers, *SECURITY_HEADERS]  # (a new list: never a shared one)
-        return response
-
-    async def _dispatch(self, req: Request, path: str, handler: Handler | None, kind: int) -> Response | StreamResponse:
+        kind = self._kinds.get(path)
+        if kind is None:
+            kind = classify(path)
+            if len(self._kinds) < 4096:  # (any path may come; the known ones are few)
+                self._kinds[path] = kind
         try:
             if handler is None:
                 for method, prefix, candidate in self.prefix_routes:
@@ -403,19 +403,21 @@ class ProxyApp:
             response = await handler(req)
             if self.header_rules.response and path in MESSAGE_PATHS:
                 response = self._rewrite_response_headers(response)
-            return response
         except ProxyError as exc:
-            return error_response(exc, req.request_id)
+            response = error_response(exc, req.request_id)
         except ClientDisconnected:
             return Response(499, b"")
         except DB_ERRORS as exc:  # the request log's database failed (e.g. PostgreSQL restarting)
             log.warning("request log query failed in %s %s: %s", req.method, path, exc)
             unavailable = ProxyError(503, "the request log is unavailable right now; try again", "api_error")
-            return error_response(unavailable, req.request_id)
+            response = error_response(unavailable, req.request_id)
         except Exception as exc:  # a bug: report it as an envelope, never as a traceback page
             log.exception("unhandled error in %s %s", req.method, path)
             self.log_error(req.request_id, path, "api_error", f"internal error: {type(exc).__name__}")
-            return error_response(ProxyError(500, "internal proxy error", "api_error"), req.request_id)
+            response = error_response(ProxyError(500, "internal proxy error", "api_error"), req.request_id)
+        if kind > PROXY:  # dashboard, admin and metrics answers (a new list: never a shared one)
+            response.headers = [*response.headers, *SECURITY_HEADERS]
+        return response
 
     # --- handlers ---------------------------------------------------------------------------
 
@@ -450,14 +452,21 @@ class ProxyApp:
                 route = exchange.route
                 scope = self.adapter(route.upstream).cache_scope(exchange)
                 key = ResponseCache.key(call.json(), route.upstream, route.upstream_model, scope)
-                fetch = self.cache.get_or_fetch(key, lambda: self._with_deadline(self._attempts(call)))
-                outcome, how = await until_disconnected(req, fetch)
+                waiting = self.waiting.enter(req)
+                try:
+                    outcome, how = await self.cache.get_or_fetch(key, lambda: self._with_deadline(self._attempts(call)))
+                finally:
+                    self.waiting.leave(waiting)
                 exchange.cache = how
                 if how != "miss":
                     exchange.status = outcome.status
                     exchange.usage = {}
             else:
-                outcome = await until_disconnected(req, self._with_deadline(self._attempts(call)))
+                waiting = self.waiting.enter(req)  # a client that leaves cancels the wait
+                try:
+                    outcome = await self._with_deadline(self._attempts(call))
+                finally:
+                    self.waiting.leave(waiting)  # (raises ClientDisconnected then)
         except ProxyError as exc:
             exchange.status, exchange.error_type, exchange.error_message = exc.status, exc.error_type, exc.message
             self._finish(exchange, started, call)

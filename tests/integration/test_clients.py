@@ -3,6 +3,7 @@ honour the same contract."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import anthropic
@@ -80,19 +81,29 @@ def test_disconnect_closes_upstream(client_proxy, mock_upstream):
     assert record.get("disconnected_at", left + 99) - left < 1.0
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_disconnect_while_waiting_for_the_upstream_cancels_it(client_proxy, mock_upstream, stream):
-    """The client leaves before the upstream answered (non-streaming, or a stream's first byte)."""
-    key = mock_upstream.script({"json": completion("late"), "wait": 3})
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{client_proxy.base}/v1/messages", json={**ask(key), "stream": stream}, timeout=0.4)
-    left = time.time()
-    for _ in range(60):
-        record = mock_upstream.requests(key)[0]
-        if "disconnected_at" in record or "finished_at" in record:
-            break
-        time.sleep(0.05)
-    assert record.get("disconnected_at", left + 99) - left < 1.5
+@pytest.mark.parametrize("variant", [f"{c}+rsgi" for c in CLIENTS] + [f"{c}+asgi" for c in CLIENTS])
+def test_disconnect_while_waiting_for_the_upstream_cancels_it(variant, mock_upstream, tmp_path):
+    """The client leaves before the upstream answered (non-streaming, or a stream's first byte):
+    the upstream call is cancelled and the request logged as 499 (no timeout does it here)."""
+    client, interface = variant.split("+")
+    proxy = start_proxy(mock_upstream.base, tmp_path, CCPROXY_HTTP_CLIENT=client, CCPROXY_INTERFACE=interface)
+    try:
+        for stream in (False, True):
+            key = mock_upstream.script({"json": completion("late"), "wait": 4})
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(f"{proxy.base}/v1/messages", json={**ask(key), "stream": stream}, timeout=0.4)
+            left = time.time()
+            for _ in range(80):
+                record = mock_upstream.requests(key)[0]
+                if "disconnected_at" in record or "finished_at" in record:
+                    break
+                time.sleep(0.05)
+            assert record.get("disconnected_at", left + 99) - left < 1.5, stream
+        time.sleep(0.3)
+        statuses = [json.loads(line)["status"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+        assert statuses == [499, 499]
+    finally:
+        stop_proxy(proxy)
 
 
 @pytest.mark.parametrize("kind", CLIENTS)

@@ -367,8 +367,9 @@ def test_an_unrequested_extra_response_never_reaches_another_request(fresh_proxy
 # --- 9. A client that leaves a non-streaming request ---------------------------------------------
 
 
-def test_a_client_that_leaves_cancels_the_upstream_call_and_is_logged_499(mock_upstream, tmp_path):
-    proxy = start_proxy(mock_upstream.base, tmp_path)
+@pytest.mark.parametrize("cache", ["off", "on"])
+def test_a_client_that_leaves_cancels_the_upstream_call_and_is_logged_499(mock_upstream, tmp_path, cache):
+    proxy = start_proxy(mock_upstream.base, tmp_path, CCPROXY_CACHE=cache)
     try:
         key = mock_upstream.script({"json": completion("too late"), "wait": 4})
         with pytest.raises(httpx.ReadTimeout):

@@ -64,13 +64,14 @@ class _PoolTimeout(TimeoutError):
 
 
 class _Response:
-    __slots__ = ("_chunks", "_conn", "_done", "_error", "_waiter", "buffered", "guard", "headers", "status")
+    __slots__ = ("_chunks", "_conn", "_done", "_error", "_raw", "_waiter", "buffered", "guard", "headers", "status")
 
     def __init__(self, conn: _Connection, status: int, headers: dict[str, str], guard: BodyGuard) -> None:
         self._conn = conn
         self.status = status
         self.headers = headers
         self.guard = guard
+        self._raw: list[bytes] = []  # body pieces of the current socket read, not yet checked
         self._chunks: deque[bytes] = deque()
         self.buffered = 0
         self._done = False
@@ -78,8 +79,16 @@ class _Response:
         self._waiter: asyncio.Future[None] | None = None
 
     # called by the connection
-    def feed(self, data: bytes, now: float) -> None:
-        data = self.guard.feed(data, now)  # raises UpstreamReadError past a limit
+    def feed(self, data: bytes) -> None:
+        self._raw.append(data)  # (llhttp hands over each chunk of a chunked body apart)
+
+    def flush(self, now: float) -> None:
+        """The body bytes of one socket read, checked and decoded at once (not per chunk of a
+        chunked body: a stream arrives as hundreds of them). Raises UpstreamReadError."""
+        raw = self._raw
+        data = raw[0] if len(raw) == 1 else b"".join(raw)
+        raw.clear()
+        data = self.guard.feed(data, now)
         if not data:
             return
         self._chunks.append(data)
@@ -88,8 +97,10 @@ class _Response:
             self._conn.pause()
         self._wake()
 
-    def finish(self) -> None:
+    def finish(self, now: float) -> None:
         try:
+            if self._raw:
+                self.flush(now)
             self.guard.finish()
         except UpstreamReadError as exc:
             self.fail(exc)
@@ -179,9 +190,16 @@ class _Connection(asyncio.Protocol):
         in_head = self.head_waiter is not None
         try:
             self.parser.feed_data(data)
+            response = self.response
+            if response is not None and response._raw:
+                response.flush(now)
         except httptools.HttpParserError as exc:
             cause = exc.__context__
             self._fail(cause if isinstance(cause, UpstreamReadError) else connection_lost(exc))
+            self.abort()
+            return
+        except UpstreamReadError as exc:  # past a limit (BodyGuard)
+            self._fail(exc)
             self.abort()
             return
         if in_head and self.head_waiter is not None:  # the head is still incomplete
@@ -210,7 +228,7 @@ class _Connection(asyncio.Protocol):
             and "content-length" not in response.headers
             and self.head_waiter is None
         ):
-            response.finish()  # a body delimited by the connection closing
+            response.finish(self.loop.time())  # a body delimited by the connection closing
             self.response = None
         return False
 
@@ -227,7 +245,9 @@ class _Connection(asyncio.Protocol):
 
     # --- llhttp callbacks ---
     def on_message_begin(self) -> None:
-        if not self.busy:  # a second response after the one that was asked for
+        # The first byte of a second response in the read that ended the first (even a partial
+        # head, which would otherwise stay in the parser for the next request to inherit).
+        if not self.busy:
             raise _Unrequested
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -249,7 +269,7 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         if self.response is not None:
-            self.response.feed(body, self.last_data)
+            self.response.feed(body)
 
     def on_message_complete(self) -> None:
         if self.informational:
@@ -259,7 +279,7 @@ class _Connection(asyncio.Protocol):
         self.busy = False
         self._stop_timer()
         if response is not None:
-            response.finish()
+            response.finish(self.last_data)
         if self.parser.should_keep_alive() and not self.closed:
             self.reusable = True  # released once this read is parsed whole (see data_received)
         else:
@@ -482,9 +502,10 @@ class _Pool:
                 return
 
     def close(self) -> None:
-        for conn in self.idle:
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.pooled = False
             conn.abort()
-        self.idle.clear()
 
 
 class BuiltinClient:
@@ -530,8 +551,8 @@ class BuiltinClient:
             pool = self._pools[origin_key] = _Pool(
                 url, self.connect_timeout, self.max_connections, self.limits, self.egress
             )
-        shown = without_userinfo(url)
         head = self._head(url, headers, pool) + str(len(body)).encode() + b"\r\n\r\n"
+        shown = url if "@" not in url else without_userinfo(url)  # (what messages may show)
         for attempt in (1, 2):
             try:
                 conn = await pool.acquire()
