@@ -120,7 +120,7 @@ class Access:
             return
         header = req.header
         host = header("host")
-        if host is not None and not self.host_allowed(host):
+        if host is not None and not (self._hosts.get(host) or self.host_allowed(host)):
             raise ProxyError(
                 403,
                 f"Host {host!r} is not a name of this proxy (a DNS-rebinding page?); add it to "

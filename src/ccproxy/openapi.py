@@ -29,6 +29,7 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 _ERRORS = {
     "400": _json(_ref("Error"), "Invalid request (invalid_request_error)"),
     "401": _json(_ref("Error"), "Missing or wrong password / key (authentication_error)"),
+    "403": _json(_ref("Error"), "Foreign Host, or a page of another origin (permission_error; docs/security.md)"),
 }
 
 
@@ -75,8 +76,10 @@ def openapi_spec() -> dict[str, Any]:
     message_errors = {
         "400": _json(_ref("Error"), "Invalid request"),
         "401": _json(_ref("Error"), "Upstream rejected the key, or a key this proxy does not accept"),
+        "403": _json(_ref("Error"), "Foreign Host, or a page of another origin (permission_error)"),
         "404": _json(_ref("Error"), "Model not served by any route"),
         "413": _json(_ref("Error"), "Request too large"),
+        "415": _json(_ref("Error"), "Not declared application/json (invalid_request_error)"),
         "429": _json(_ref("Error"), "Rate limited (upstream, or this proxy's CCPROXY_RPM/TPM)"),
         "500": _json(_ref("Error"), "Upstream error (api_error)"),
         "502": _json(_ref("Error"), "Upstream unreachable or invalid answer"),
@@ -105,7 +108,7 @@ def openapi_spec() -> dict[str, Any]:
         "Count input tokens (locally, or by Anthropic for models routed to it)",
         _json({"type": "object", "properties": {"input_tokens": _INT}}),
         requestBody={"required": True, "content": {"application/json": {"schema": _ref("MessagesRequest")}}},
-        responses={"400": message_errors["400"]},
+        responses={"400": message_errors["400"], "403": message_errors["403"], "415": message_errors["415"]},
     )
     paths: dict[str, Any] = {
         "/v1/messages": {"post": create},

@@ -105,9 +105,10 @@ class BodyGuard:
         self, headers: Mapping[str, str], limits: Limits, read_timeout: float, origin: str, now: float
     ) -> None:
         self.limits = limits
-        self.sse = headers.get("content-type", "").lower().startswith("text/event-stream")
-        encoding = headers.get("content-encoding", "").strip().lower()
-        self._encoding = "" if encoding == "identity" else encoding
+        content_type = headers.get("content-type")
+        self.sse = content_type is not None and content_type[:17].lower() == "text/event-stream"
+        encoding = headers.get("content-encoding")  # (we ask for identity: usually absent)
+        self._encoding = "" if encoding is None or encoding.strip().lower() == "identity" else encoding.strip().lower()
         self._decoder: zlib._Decompress | None = None
         self._held = b""  # the first byte of a deflate body, until the second tells its kind
         self._timeout = read_timeout
