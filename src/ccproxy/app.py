@@ -92,7 +92,10 @@ class Call:
         self.rate_entry: tuple[RateLimiter, list[float]] | None = None
 
     def json(self) -> Any:
-        return orjson.loads(self.body)  # type: ignore[arg-type]
+        try:
+            return orjson.loads(self.body)  # type: ignore[arg-type]
+        except orjson.JSONDecodeError:  # integers beyond a double (valid JSON, decoded already)
+            return msgspec.json.decode(self.body)  # type: ignore[arg-type]
 
     def payload(self, upstream: Upstream) -> bytes:
         name = self.exchange.route.upstream

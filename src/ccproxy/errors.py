@@ -109,7 +109,7 @@ def from_upstream(
             f"upstream rejected {key_setting} ({status}): {message}",
         )
     headers = [("retry-after", retry_after)] if retry_after and status in (429, 503, 529) else []
-    if status in (502, 503):
+    if status in (502, 503, 529):
         return ProxyError(529, f"upstream overloaded ({status}): {message}", "overloaded_error", headers)
     if status == 422:
         return ProxyError(400, f"upstream rejected the request: {message}")

@@ -225,6 +225,7 @@ def test_claude_code_requests_go_through(proxy, mock_upstream, claude_code_fixtu
         (429, anthropic.RateLimitError, "rate_limit_error"),
         (500, anthropic.InternalServerError, "api_error"),
         (503, anthropic.OverloadedError, "overloaded_error"),
+        (529, anthropic.OverloadedError, "overloaded_error"),  # PROTOCOL.md §6
     ],
 )
 @pytest.mark.parametrize("stream", [False, True])

@@ -41,7 +41,7 @@ APP = ProxyApp(
 LOOP = asyncio.new_event_loop()
 
 
-def call(path: str, body: bytes) -> tuple[int, bytes]:
+def call(path: str, body: bytes, app: ProxyApp | None = None) -> tuple[int, bytes]:
     sent: list[dict] = []
     chunks = [{"type": "http.request", "body": body, "more_body": False}]
 
@@ -56,7 +56,7 @@ def call(path: str, body: bytes) -> tuple[int, bytes]:
 
     headers = [(b"content-type", b"application/json")]
     scope = {"type": "http", "method": "POST", "path": path, "query_string": b"", "headers": headers}
-    LOOP.run_until_complete(APP(scope, receive, send))
+    LOOP.run_until_complete((app or APP)(scope, receive, send))
     status = sent[0]["status"]
     return status, b"".join(m.get("body", b"") for m in sent[1:])
 
@@ -123,3 +123,59 @@ def test_hostile_bodies():
             status, out = call(path, body)
             check(status, out)
             assert status in ((400, 502) if path == "/v1/messages" else (200, 400))
+
+
+# Integers beyond 64 bits (and beyond a double) anywhere in a request: a 400, or the request goes
+# on unchanged; never a 500. Also with the response cache on (it decodes the body again).
+HUGE = st.integers(min_value=2**63, max_value=10**400) | st.integers(min_value=-(10**400), max_value=-(2**63) - 1)
+huge_values = st.recursive(
+    st.none() | st.integers() | HUGE | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+huge_requests = st.fixed_dictionaries(
+    {
+        "model": st.just("claude-sonnet-5"),
+        "max_tokens": st.integers(1, 100) | HUGE,
+        "messages": st.just([{"role": "user", "content": "hi"}]),
+    },
+    optional={
+        "temperature": huge_values,
+        "top_k": huge_values,
+        "metadata": huge_values,
+        "thinking": huge_values,
+        "tool_choice": huge_values,
+        "tools": st.lists(st.fixed_dictionaries({"name": st.just("t"), "input_schema": huge_values}), max_size=2),
+        "stream": st.booleans(),
+    },
+)
+CACHED = ProxyApp(
+    Settings(
+        api_key="sk-test-key-123456",
+        api_key_env="OPENAI_API_KEY",
+        base_url=f"http://127.0.0.1:{closed_port()}/v1",
+        big_model="gpt-big",
+        small_model="gpt-small",
+        log_file=None,
+        error_log_file=None,
+        connect_timeout=1.0,
+        max_retries=0,
+        circuit_threshold=10**9,
+        cache=True,
+        schema_drop_keys=("format",),
+    )
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(huge_requests.map(encode))
+def test_integers_beyond_64_bits_are_never_500(body):
+    for app in (APP, CACHED):
+        for path in ("/v1/messages", "/v1/messages/count_tokens"):
+            check(*call(path, body, app))
+
+
+def test_max_tokens_beyond_64_bits_is_a_400():
+    body = b'{"model":"claude-x","max_tokens":1' + b"0" * 400 + b',"messages":[{"role":"user","content":"a"}]}'
+    status, out = call("/v1/messages", body)
+    assert status == 400 and b"max_tokens" in out

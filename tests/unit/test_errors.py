@@ -29,7 +29,7 @@ def openai_error(message: str, code: str | None = None) -> bytes:
         (502, 529, "overloaded_error"),
         (503, 529, "overloaded_error"),
         (504, 504, "timeout_error"),
-        (529, 500, "api_error"),
+        (529, 529, "overloaded_error"),  # PROTOCOL.md §6
     ],
 )
 def test_status_mapping(status, client_status, error_type):

@@ -8,11 +8,14 @@ decoded and re-encoded (they are most of a Claude Code request's bytes).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 Block = dict[str, Any]
+# Integers are bounded by what an upstream can take (64-bit): a bigger one is the client's
+# error (400), not an overflow somewhere on the way.
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
 class Message(msgspec.Struct, kw_only=True):
@@ -30,12 +33,12 @@ class Tool(msgspec.Struct, kw_only=True):
 class MessagesRequest(msgspec.Struct, kw_only=True):
     model: str
     messages: list[Message]
-    max_tokens: int
+    max_tokens: Int64
     system: str | list[Block] | None = None
     stream: bool = False
     temperature: float | None = None
     top_p: float | None = None
-    top_k: int | None = None
+    top_k: Int64 | None = None
     stop_sequences: list[str] | None = None
     tools: list[Tool] | None = None
     tool_choice: dict[str, Any] | None = None

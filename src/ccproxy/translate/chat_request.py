@@ -12,6 +12,7 @@ import logging
 import re
 from typing import Any
 
+import msgspec
 import orjson
 
 from .._native import cache_key
@@ -444,7 +445,8 @@ def convert_tools(tools: list[Tool], drop_keys: tuple[str, ...] = ()) -> list[di
         if schema == b"null":
             function["parameters"] = _EMPTY_SCHEMA
         elif drop_keys:  # only now is the schema decoded: it otherwise passes through as bytes
-            function["parameters"] = sanitize_schema(orjson.loads(schema), frozenset(drop_keys))
+            # (msgspec: a schema may hold integers beyond a double, which orjson refuses)
+            function["parameters"] = sanitize_schema(msgspec.json.decode(schema), frozenset(drop_keys))
         else:
             function["parameters"] = orjson.Fragment(schema)
         out.append({"type": "function", "function": function})

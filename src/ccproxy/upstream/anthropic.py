@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import orjson
 
 from .._native import SSEDecoder
@@ -46,9 +47,9 @@ class AnthropicUpstream:
         route = exchange.route
         if route.upstream_model == route.requested_model:
             return body  # verbatim
-        data = orjson.loads(body)
+        data = msgspec.json.decode(body)  # (msgspec: integers of any size pass through unchanged)
         data["model"] = route.upstream_model
-        return orjson.dumps(data)
+        return msgspec.json.encode(data)
 
     def _headers(self, exchange: Exchange) -> dict[str, str]:
         headers = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
