@@ -254,7 +254,13 @@ class ProxyApp:
                 if s.api_key is None:
                     raise ProxyError(500, "no default upstream is configured", "api_error")
                 adapter = ChatUpstream(
-                    client, s.base_url, s.api_key, s.api_key_env, self.redact, basic_auth=s.base_url_auth
+                    client,
+                    s.base_url,
+                    s.api_key,
+                    s.api_key_env,
+                    self.redact,
+                    basic_auth=s.base_url_auth,
+                    think_tags=s.think_tags,
                 )
             else:
                 config = next(u for u in s.upstreams if u.name == name)
@@ -270,6 +276,7 @@ class ProxyApp:
                         self.redact,
                         config.headers,
                         basic_auth=config.basic_auth,
+                        think_tags=config.options.think_tags,
                     )
             adapter.header_rules = self.header_rules  # type: ignore[attr-defined]
             self._adapters[name] = adapter

@@ -129,6 +129,11 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "JSON-schema keywords to strip from tool schemas (comma list, e.g. $schema,format)",
     ),
+    Setting(
+        "CCPROXY_THINK_TAGS",
+        "on",
+        "read <think>…</think> at the start of an answer as a thinking block (DeepSeek-R1 distills, Qwen3)",
+    ),
     Setting("CCPROXY_CONFIG", None, "routing file (TOML): named upstreams and model rules; see docs/routing.md"),
     Setting("CCPROXY_CONNECT_TIMEOUT", "10", "seconds to connect to the upstream"),
     Setting(
@@ -231,6 +236,7 @@ class Settings:
     reasoning_style: str = "openai"
     prompt_cache_key: bool = False
     schema_drop_keys: tuple[str, ...] = ()
+    think_tags: bool = True
     config_file: Path | None = None
     upstreams: tuple[UpstreamConfig, ...] = ()  # from the routing file
     rules: tuple[RouteRule, ...] = ()
@@ -380,6 +386,7 @@ class Settings:
             prompt_cache_key=send_cache_key,
             config_file=config_file,
             schema_drop_keys=tuple(k.strip() for k in (get("CCPROXY_SCHEMA_DROP_KEYS") or "").split(",") if k.strip()),
+            think_tags=_switch(get, "CCPROXY_THINK_TAGS", "on"),
             upstreams=file_upstreams,
             rules=rules,
             base_url_auth=base_url_auth,
@@ -598,6 +605,7 @@ _UPSTREAM_KEYS = {
     "max_output_tokens",
     "pass_client_key",
     "schema_drop_keys",
+    "think_tags",
 }
 _DEFAULT_KEY_ENV = {"chat": "OPENAI_API_KEY", "responses": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
@@ -694,6 +702,9 @@ def _upstream(path: Path, name: str, table: Any, get: Callable[[str], str | None
         raise ConfigError(
             f"{where}.schema_drop_keys must be a list of JSON-schema keywords, e.g. ['$schema', 'format']"
         )
+    think_tags = table.get("think_tags", True)
+    if not isinstance(think_tags, bool):
+        raise ConfigError(f"{where}.think_tags must be true or false")
     limit = _token_limit(table.get("max_output_tokens"), f"{where}.max_output_tokens")
     model_limits = table.get("model_limits", {})
     if not isinstance(model_limits, dict):
@@ -710,7 +721,11 @@ def _upstream(path: Path, name: str, table: Any, get: Callable[[str], str | None
         api_key_env=key_env,
         headers=tuple((str(k).lower(), v) for k, v in headers.items()),
         options=UpstreamOptions(
-            reasoning_style=style, default_effort=effort, prompt_cache_key=cache_key, schema_drop_keys=tuple(drop)
+            reasoning_style=style,
+            default_effort=effort,
+            prompt_cache_key=cache_key,
+            schema_drop_keys=tuple(drop),
+            think_tags=think_tags,
         ),
         max_output_tokens=limit,
         model_limits=per_model,  # type: ignore[arg-type]

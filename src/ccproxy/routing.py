@@ -38,6 +38,7 @@ class UpstreamOptions:
     default_effort: str | None = None  # effort to request when the client asks for none
     prompt_cache_key: bool = False  # send prompt_cache_key (OpenAI); others may reject unknown fields
     schema_drop_keys: tuple[str, ...] = ()  # JSON-schema keywords a strict upstream rejects in tools
+    think_tags: bool = True  # read <think>…</think> at the start of an answer as thinking
 
 
 @dataclass(frozen=True, slots=True)

@@ -273,10 +273,9 @@ def test_context_length_becomes_prompt_too_long(client, mock_upstream):
     [
         {"sse": text_stream("partial", "answer"), "reset_after": 1},
         {"sse": text_stream("partial")[:1], "done": False},
-        {"sse": text_stream("partial")[:1], "done": True},
         {"sse": [{"choices": [{"index": 0, "delta": {"content": "x"}}]}, "{not json"]},
     ],
-    ids=["reset-mid-stream", "eof-without-finish", "done-without-finish", "invalid-json-chunk"],
+    ids=["reset-mid-stream", "eof-without-finish-or-done", "invalid-json-chunk"],
 )
 def test_broken_upstream_stream_ends_in_error_event(proxy, mock_upstream, spec):
     key = mock_upstream.script(spec)
@@ -288,6 +287,16 @@ def test_broken_upstream_stream_ends_in_error_event(proxy, mock_upstream, spec):
     assert events[-1][1]["error"]["type"] == "api_error"
     msg = assemble(events)
     assert "error" in msg
+
+
+def test_done_without_finish_reason_ends_normally(client, mock_upstream):
+    """[DONE] without a finish_reason (Snowflake Cortex): the answer is whole (issue 17)."""
+    key = mock_upstream.script({"sse": text_stream("whole", " answer")[:2], "done": True})
+    with client.messages.stream(
+        model="claude-sonnet-5", max_tokens=5, messages=[{"role": "user", "content": key}]
+    ) as s:
+        final = s.get_final_message()
+    assert final.content[0].text == "whole answer" and final.stop_reason == "end_turn"
 
 
 def test_sdk_raises_on_broken_stream(client, mock_upstream):

@@ -225,9 +225,11 @@ def test_no_finish_reason_ends_in_error_not_message_stop():
     assert "message_stop" not in [e[0] for e in events]
 
 
-def test_done_without_finish_reason_is_still_an_error():
-    events, _ = run([chunk({"content": "partial"})], done=True)
-    assert events[-1][0] == "error"
+def test_done_without_finish_reason_is_a_normal_end():
+    """Snowflake Cortex and others never send a finish_reason but end with [DONE] (issue 17)."""
+    events, msg = run([chunk({"content": "whole"})], done=True)
+    assert events[-1][0] == "message_stop" and msg["stop_reason"] == "end_turn"
+    assert msg["content"] == [{"type": "text", "text": "whole"}]
 
 
 def test_invalid_chunk_raises_stream_failure():

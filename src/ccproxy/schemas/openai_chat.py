@@ -10,21 +10,35 @@ from typing import Any
 
 import msgspec
 
+Number = int | float  # some servers send token counts as 12.0
+
 
 class PromptTokensDetails(msgspec.Struct):
-    cached_tokens: int | None = None
+    cached_tokens: Number | None = None
+
+
+class CompletionTokensDetails(msgspec.Struct):
+    reasoning_tokens: Number | None = None
 
 
 class Usage(msgspec.Struct):
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
+    prompt_tokens: Number | None = None
+    completion_tokens: Number | None = None
+    total_tokens: Number | None = None
     prompt_tokens_details: PromptTokensDetails | None = None
-    prompt_cache_hit_tokens: int | None = None  # DeepSeek's name for cached prompt tokens
+    completion_tokens_details: CompletionTokensDetails | None = None
+    prompt_cache_hit_tokens: Number | None = None  # DeepSeek's name for cached prompt tokens
+
+
+class ProviderExtension(msgspec.Struct):
+    """Groq's ``x_groq``: the stream's usage comes here, in the last chunk."""
+
+    usage: Usage | None = None
 
 
 class FunctionCall(msgspec.Struct):
     name: str | None = None
-    arguments: str | None = None
+    arguments: str | dict[str, Any] | None = None  # (a few servers send an object, not a string)
 
 
 class ToolCall(msgspec.Struct):
@@ -34,12 +48,18 @@ class ToolCall(msgspec.Struct):
     function: FunctionCall | None = None
 
 
+# ``content`` is a string, or (Mistral's reasoning models, some gateways) a list of parts:
+# {"type": "text", "text": …}, {"type": "thinking", "thinking": [parts] | str}, …
+Content = str | list[Any] | None
+
+
 class ResponseMessage(msgspec.Struct):
     role: str | None = None
-    content: str | None = None
+    content: Content = None
     refusal: str | None = None
     reasoning_content: str | None = None
     reasoning: str | None = None
+    reasoning_details: list[Any] | None = None  # OpenRouter: reasoning as typed items
     tool_calls: list[ToolCall] | None = None
 
 
@@ -52,17 +72,18 @@ class Choice(msgspec.Struct):
 class ChatCompletion(msgspec.Struct):
     id: str | None = None
     model: str | None = None
-    choices: list[Choice] = []
+    choices: list[Choice] | None = None
     usage: Usage | None = None
     error: Any = None
 
 
 class Delta(msgspec.Struct):
     role: str | None = None
-    content: str | None = None
+    content: Content = None
     refusal: str | None = None
     reasoning_content: str | None = None
     reasoning: str | None = None
+    reasoning_details: list[Any] | None = None
     tool_calls: list[ToolCall] | None = None
 
 
@@ -74,9 +95,10 @@ class ChunkChoice(msgspec.Struct):
 
 class ChatChunk(msgspec.Struct):
     id: str | None = None
-    choices: list[ChunkChoice] = []
+    choices: list[ChunkChoice] | None = None  # (Azure's first chunk: [] with prompt_filter_results)
     usage: Usage | None = None
     error: Any = None  # OpenRouter reports mid-stream failures in a chunk
+    x_groq: ProviderExtension | None = None
 
 
 _completion_decoder = msgspec.json.Decoder(ChatCompletion)

@@ -70,7 +70,9 @@ def new_tool_id() -> str:
 
 
 def map_usage(usage: Usage | None, input_estimate: int, output_estimate: int) -> dict[str, int]:
-    """Chat usage → Anthropic usage; cached prompt tokens are reported apart from input."""
+    """Chat usage → Anthropic usage; cached prompt tokens are reported apart from input, and
+    reasoning tokens are counted in output when the provider leaves them out of
+    ``completion_tokens`` (xAI does: its ``total_tokens`` then counts them on top)."""
     if usage is None:
         return {
             "input_tokens": input_estimate,
@@ -78,16 +80,158 @@ def map_usage(usage: Usage | None, input_estimate: int, output_estimate: int) ->
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
         }
-    prompt = usage.prompt_tokens or 0
+    prompt = _count(usage.prompt_tokens)
     details = usage.prompt_tokens_details
-    cached = (details.cached_tokens if details else None) or usage.prompt_cache_hit_tokens or 0
+    cached = _count(details.cached_tokens if details else None) or _count(usage.prompt_cache_hit_tokens)
     cached = min(cached, prompt)
+    output = _count(usage.completion_tokens) if usage.completion_tokens is not None else output_estimate
+    reasoning = _count(usage.completion_tokens_details.reasoning_tokens) if usage.completion_tokens_details else 0
+    if reasoning and usage.total_tokens is not None and _count(usage.total_tokens) >= prompt + output + reasoning:
+        output += reasoning
     return {
         "input_tokens": prompt - cached,
-        "output_tokens": usage.completion_tokens if usage.completion_tokens is not None else output_estimate,
+        "output_tokens": output,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": cached,
     }
+
+
+def _count(value: float | None) -> int:
+    return int(value) if value else 0
+
+
+def content_parts(content: Any) -> tuple[str, str]:
+    """(thinking, text) of a message's or delta's ``content``: a string, or a list of parts
+    (Mistral's reasoning models: ``{"type": "thinking", "thinking": [{"type": "text", …}]}``)."""
+    if content is None:
+        return "", ""
+    if isinstance(content, str):
+        return "", content
+    thinking: list[str] = []
+    text: list[str] = []
+    for part in content:
+        if isinstance(part, str):
+            text.append(part)
+        elif isinstance(part, dict):
+            kind = part.get("type")
+            if kind in ("thinking", "reasoning", "reasoning_text"):
+                thinking.append(_flatten(part.get("thinking") or part.get("reasoning") or part.get("text")))
+            elif kind in (None, "text", "output_text") and isinstance(part.get("text"), str):
+                text.append(part["text"])
+    return "".join(thinking), "".join(text)
+
+
+def _flatten(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(
+            _flatten(item.get("text") or item.get("thinking")) if isinstance(item, dict) else _flatten(item)
+            for item in value
+        )
+    return ""
+
+
+def reasoning_of(reasoning_content: str | None, reasoning: str | None, details: list[Any] | None) -> str:
+    """Reasoning text from ``reasoning_content`` (DeepSeek, vLLM), ``reasoning`` (OpenRouter,
+    Ollama, Groq) or, when only they come, OpenRouter's ``reasoning_details`` items."""
+    if reasoning_content or reasoning:
+        return reasoning_content or reasoning or ""
+    if not details:
+        return ""
+    out = []
+    for item in details:
+        if isinstance(item, dict) and item.get("type") != "reasoning.encrypted":
+            value = item.get("text") or item.get("summary")
+            if isinstance(value, str):
+                out.append(value)
+    return "".join(out)
+
+
+def arguments_text(arguments: str | dict[str, Any] | None) -> str | None:
+    if isinstance(arguments, dict):
+        return orjson.dumps(arguments).decode()
+    return arguments
+
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+class ThinkTags:
+    """Splits ``<think>…</think>`` at the start of an answer's text into thinking and text, as
+    DeepSeek-R1 distills and Qwen3 answer through servers that do not separate reasoning (Groq,
+    Hugging Face, vLLM, Ollama). Fed the text as it streams: a tag split across chunks is held
+    back until it can be told apart. Text that does not start with ``<think>`` (after
+    whitespace) passes untouched."""
+
+    __slots__ = ("_held", "_state", "_trim")
+
+    def __init__(self) -> None:
+        self._state = 0  # 0: not yet known, 1: inside <think>, 2: plain text from here on
+        self._held = ""
+        self._trim = False  # drop the blank lines between </think> and the answer
+
+    def feed(self, text: str) -> list[tuple[int, str]]:
+        if self._state == 2 and not self._trim:
+            return [(_TEXT, text)] if text else []
+        buf = self._held + text
+        self._held = ""
+        out: list[tuple[int, str]] = []
+        if self._state == 0:
+            stripped = buf.lstrip()
+            if not stripped or THINK_OPEN.startswith(stripped):
+                self._held = buf  # whitespace, or the start of "<think>": not known yet
+                return out
+            if not stripped.startswith(THINK_OPEN):
+                self._state = 2
+                return [(_TEXT, buf)]
+            self._state = 1
+            buf = stripped[len(THINK_OPEN) :]
+        if self._state == 1:
+            end = buf.find(THINK_CLOSE)
+            if end < 0:
+                keep = next(
+                    (n for n in range(min(len(buf), len(THINK_CLOSE) - 1), 0, -1) if THINK_CLOSE.startswith(buf[-n:])),
+                    0,
+                )
+                if keep:
+                    self._held, buf = buf[-keep:], buf[:-keep]
+                if buf:
+                    out.append((_THINKING, buf))
+                return out
+            if end:
+                out.append((_THINKING, buf[:end]))
+            buf = buf[end + len(THINK_CLOSE) :]
+            self._state, self._trim = 2, True
+        if self._trim:
+            buf = buf.lstrip()
+            if not buf:
+                return out
+            self._trim = False
+        out.append((_TEXT, buf))
+        return out
+
+    @property
+    def settled(self) -> bool:
+        """Everything from here on is plain text, and nothing is held back."""
+        return self._state == 2 and not self._trim and not self._held
+
+    def flush(self) -> list[tuple[int, str]]:
+        """What is held back when the text ends (an unfinished <think> stays thinking)."""
+        held, self._held = self._held, ""
+        if not held:
+            return []
+        return [(_THINKING if self._state == 1 else _TEXT, held)]
+
+
+def split_think(text: str) -> tuple[str, str]:
+    """(thinking, text) of a whole answer, by the ThinkTags rules."""
+    tags = ThinkTags()
+    parts = tags.feed(text) + tags.flush()
+    return (
+        "".join(piece for kind, piece in parts if kind == _THINKING),
+        "".join(piece for kind, piece in parts if kind == _TEXT),
+    )
 
 
 def stop_reason_for(finish_reason: str | None, has_tool_use: bool) -> str:
@@ -113,28 +257,35 @@ def parse_arguments(arguments: str | None) -> dict[str, Any]:
 
 
 def completion_to_message(
-    resp: ChatCompletion, requested_model: str, input_estimate: int, tool_names: dict[str, str] | None = None
+    resp: ChatCompletion,
+    requested_model: str,
+    input_estimate: int,
+    tool_names: dict[str, str] | None = None,
+    think_tags: bool = True,
 ) -> dict[str, Any]:
     if resp.error is not None and not resp.choices:
-        raise StreamFailure("api_error", f"upstream error: {_error_text(resp.error)}")
+        raise StreamFailure(*_error_of(resp.error))
     if not resp.choices:
         raise StreamFailure("api_error", "upstream response has no choices")
-    choice = resp.choices[0]
+    choice = next((c for c in resp.choices if c.index == 0), resp.choices[0])
     msg = choice.message
     content: list[dict[str, Any]] = []
     chars = 0
     if msg is not None:
-        reasoning = msg.reasoning_content or msg.reasoning
+        thought, text = content_parts(msg.content)
+        if think_tags and not thought and text:
+            thought, text = split_think(text)
+        reasoning = reasoning_of(msg.reasoning_content, msg.reasoning, msg.reasoning_details) or thought
         if reasoning:
             content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
             chars += len(reasoning)
-        text = msg.content or msg.refusal
+        text = text or msg.refusal or ""
         if text:
             content.append({"type": "text", "text": text})
             chars += len(text)
         for call in msg.tool_calls or []:
             fn = call.function
-            args = fn.arguments if fn else None
+            args = arguments_text(fn.arguments) if fn else None
             chars += len(args or "")
             content.append(
                 {
@@ -179,6 +330,20 @@ def _error_text(error: Any) -> str:
     if isinstance(error, dict):
         return str(error.get("message") or orjson.dumps(error).decode())
     return str(error)
+
+
+def _error_of(error: Any) -> tuple[str, str]:
+    """(Anthropic error type, message) of an error object an upstream sent instead of an answer
+    (OpenRouter's in-stream ``error``, Groq's ``event: error`` frames)."""
+    code = error.get("code") if isinstance(error, dict) else None
+    kind = error.get("type") if isinstance(error, dict) else None
+    if code in (429, "429", "rate_limit_exceeded") or kind in ("rate_limit_error", "rate_limit_exceeded"):
+        error_type = "rate_limit_error"
+    elif code in (502, 503, 529, "502", "503", "529") or kind in ("overloaded_error", "server_overloaded"):
+        error_type = "overloaded_error"
+    else:
+        error_type = "api_error"
+    return error_type, f"upstream error: {_error_text(error)}"
 
 
 # --- streaming -----------------------------------------------------------------------------
@@ -255,10 +420,11 @@ _DELTA_TYPES = {_TEXT: ("text_delta", "text"), _THINKING: ("thinking_delta", "th
 
 
 class _ToolState:
-    __slots__ = ("checker", "id", "index", "name", "pending")
+    __slots__ = ("checker", "id", "index", "name", "pending", "upstream_id")
 
     def __init__(self, call_id: str, name: str) -> None:
         self.id = call_id
+        self.upstream_id: str | None = None  # the id the upstream gave, if any
         self.name = name
         self.pending: list[str] = []
         self.checker = JsonObjectPrefix()
@@ -274,8 +440,10 @@ class ChatStreamTranslator:
         input_estimate: int,
         message_id: str | None = None,
         tool_names: dict[str, str] | None = None,
+        think_tags: bool = True,
     ) -> None:
         self.model = requested_model
+        self._think: ThinkTags | None = ThinkTags() if think_tags else None
         self.tool_names = tool_names
         self.message_id = message_id or new_message_id()
         self.input_estimate = input_estimate
@@ -299,11 +467,17 @@ class ChatStreamTranslator:
     def start(self) -> bytes:
         return message_start_event(self.message_id, self.model, self.input_estimate)
 
-    def feed(self, data: bytes) -> bytes:
+    def feed(self, data: bytes, event: str | None = None) -> bytes:
         """One upstream SSE ``data:`` payload → the event bytes to send (maybe empty)."""
         if data == b"[DONE]":
             self.upstream_done = True
             return b""
+        if event is not None and event == "error":  # (Groq): the data is an error object, or plain text
+            try:
+                error = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                error = data.decode("utf-8", "replace")
+            raise StreamFailure(*_error_of(error.get("error", error) if isinstance(error, dict) else error))
         try:
             chunk = decode_chunk(data)
         except msgspec.DecodeError:
@@ -318,12 +492,19 @@ class ChatStreamTranslator:
         return out
 
     def finish(self) -> bytes:
-        """Closing events once the upstream ended; raises StreamFailure if it never finished."""
+        """Closing events once the upstream ended; raises StreamFailure if it never finished:
+        no finish_reason and no ``[DONE]`` (some servers, Snowflake Cortex among them, never
+        send a finish_reason but end with ``[DONE]``: that is a normal end)."""
         if self.finish_reason is None:
-            raise StreamFailure(
-                "api_error",
-                "upstream stream ended before the response was complete (no finish_reason)",
-            )
+            if not self.upstream_done:
+                raise StreamFailure(
+                    "api_error",
+                    "upstream stream ended before the response was complete (no finish_reason)",
+                )
+            self.finish_reason = "stop"
+        if self._think is not None:
+            for kind, piece in self._think.flush():
+                self._content(kind, piece)
         out = self._out
         if self._live is not None:
             self._flush_tool(self._live)
@@ -370,19 +551,34 @@ class ChatStreamTranslator:
 
     def _apply(self, chunk: ChatChunk) -> None:
         if chunk.error is not None:
-            raise StreamFailure("api_error", f"upstream error: {_error_text(chunk.error)}")
-        if chunk.usage is not None:
+            raise StreamFailure(*_error_of(chunk.error))
+        if chunk.usage is not None:  # (cumulative where sent in every chunk: the last one counts)
             self.usage = chunk.usage
-        for choice in chunk.choices:
+        elif chunk.x_groq is not None and chunk.x_groq.usage is not None:
+            self.usage = chunk.x_groq.usage
+        for choice in chunk.choices or ():
             if choice.index != 0:
                 continue
             delta = choice.delta
             if delta is not None:
+                text = delta.content
                 reasoning = delta.reasoning_content or delta.reasoning
+                if text is not None and text.__class__ is not str:  # a list of parts
+                    thought, text = content_parts(text)
+                    reasoning = reasoning or thought
+                if not reasoning and delta.reasoning_details is not None:
+                    reasoning = reasoning_of(None, None, delta.reasoning_details)
                 if reasoning:
                     self._content(_THINKING, reasoning)
-                if delta.content:
-                    self._content(_TEXT, delta.content)
+                if text:
+                    think = self._think
+                    if think is None:
+                        self._content(_TEXT, text)
+                    else:
+                        for kind, piece in think.feed(text):
+                            self._content(kind, piece)
+                        if think.settled:  # plain text from here on: no more per-chunk work
+                            self._think = None
                 if delta.refusal:
                     self._content(_TEXT, delta.refusal)
                 if delta.tool_calls:
@@ -448,28 +644,35 @@ class ChatStreamTranslator:
 
     def _tool_fragment(self, call: ToolCall) -> None:
         fn = call.function
+        call_id = call.id or None  # (later fragments may carry id: "")
         key: int | str | None = call.index
         if key is None:  # servers that omit index: match by id, else continue the last call
-            if call.id is not None:
-                key = call.id
+            if call_id is not None:
+                key = call_id
             elif self._last_key is not None:
                 key = self._last_key
             else:
                 key = 0
         tool = self._tools.get(key)
+        if tool is not None and call_id is not None and tool.upstream_id not in (None, call_id):
+            # Another call under an index already used (servers that number every call 0).
+            key = call_id
+            tool = self._tools.get(key)
         if tool is None:
-            tool = _ToolState(call.id or new_tool_id(), (fn.name if fn else None) or "")
+            tool = _ToolState(call_id or new_tool_id(), (fn.name if fn else None) or "")
+            tool.upstream_id = call_id
             self._tools[key] = tool
             self._tool_order.append(tool)
         elif fn is not None and fn.name and not tool.name:
             tool.name = fn.name
         self._last_key = key
-        if fn is not None and fn.arguments:
-            self._chars += len(fn.arguments)
+        arguments = arguments_text(fn.arguments) if fn is not None else None
+        if arguments:
+            self._chars += len(arguments)
             if tool.index is not None and tool is not self._live:
                 log.warning("dropped arguments for tool call %s after its block closed", tool.id)
             else:
-                tool.pending.append(fn.arguments)
+                tool.pending.append(arguments)
         self._advance_tools()
 
     def _advance_tools(self) -> None:

@@ -133,7 +133,7 @@ class ResponsesStreamTranslator:
     def start(self) -> bytes:
         return message_start_event(self.message_id, self.model, self.input_estimate)
 
-    def feed(self, data: bytes) -> bytes:
+    def feed(self, data: bytes, event: str | None = None) -> bytes:  # (the data names its type)
         try:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:

@@ -44,8 +44,10 @@ class ChatUpstream:
         redactor: Redactor,
         extra_headers: tuple[tuple[str, str], ...] = (),
         basic_auth: str | None = None,
+        think_tags: bool = True,
     ) -> None:
         self.client = client
+        self.think_tags = think_tags
         self.url = f"{base_url}{self.endpoint}"
         self.api_key_env = api_key_env
         self.redact = redactor
@@ -125,13 +127,17 @@ class ChatUpstream:
             exchange.route.requested_model,
             estimate_tokens(exchange.body_size),
             exchange.tool_names,
+            self.think_tags,
         )
 
     def new_translator(self, exchange: Exchange) -> Any:
         """A stream translator: start(), feed(data), finish(), fail(type, msg), final_usage(),
         and the upstream_done / stop_reason attributes."""
         return ChatStreamTranslator(
-            exchange.route.requested_model, estimate_tokens(exchange.body_size), tool_names=exchange.tool_names
+            exchange.route.requested_model,
+            estimate_tokens(exchange.body_size),
+            tool_names=exchange.tool_names,
+            think_tags=self.think_tags,
         )
 
     async def _events(self, resp: UpstreamResponse, translator: Any, exchange: Exchange) -> AsyncIterator[bytes]:
@@ -141,15 +147,15 @@ class ChatUpstream:
             yield translator.start()
             try:
                 async for raw in resp.iter_bytes():
-                    for _, data in decoder.feed(raw):
-                        out.append(translator.feed(data))
+                    for event, data in decoder.feed(raw):
+                        out.append(translator.feed(data, event))
                     if out:
                         yield b"".join(out)
                         out.clear()
                     if translator.upstream_done:
                         break
-                for _, data in decoder.flush():
-                    out.append(translator.feed(data))
+                for event, data in decoder.flush():
+                    out.append(translator.feed(data, event))
                 out.append(translator.finish())
                 exchange.usage = translator.final_usage()
                 exchange.stop_reason = translator.stop_reason
