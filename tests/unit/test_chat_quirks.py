@@ -1,7 +1,9 @@
 """The quirks real OpenAI-compatible providers show (issue 17), each against the translator:
 content as parts, reasoning fields, <think> tags, streams without finish_reason, tool-call
 numbering, usage shapes, provider errors. Recorded answers of the providers themselves are
-replayed through the whole proxy in tests/dialects/."""
+replayed through the whole proxy in tests/dialects/; the quirks no public recording there shows
+yet (Snowflake Cortex's missing finish_reason, Groq's event: error frames, index-less and all-zero
+tool calls, a streamed <think>) are covered here only, as tests/dialects/SOURCES.md says."""
 
 from __future__ import annotations
 
@@ -311,3 +313,19 @@ def test_groq_event_error_frame():
     with pytest.raises(StreamFailure) as err:
         t.feed(b"upstream exploded", "error")
     assert "upstream exploded" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("finish", "stop"),
+    [
+        ("eos", "end_turn"),
+        ("STOP", "end_turn"),
+        ("MAX_TOKENS", "max_tokens"),
+        ("model_length", "max_tokens"),
+        ("SAFETY", "refusal"),
+        ("something_new", "end_turn"),
+    ],
+)
+def test_finish_reason_spellings(finish, stop):
+    _, msg = run([chunk({"content": "x"}, finish=finish)])
+    assert msg["stop_reason"] == stop

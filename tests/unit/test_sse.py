@@ -27,6 +27,12 @@ def test_decoder_handles_crlf_comments_named_events_and_multiline_data(sse):
     assert dec.pending == 0
 
 
+def test_data_without_a_space(sse):
+    """Some servers write ``data:{…}`` (the space is optional in the SSE grammar)."""
+    dec = sse.SSEDecoder()
+    assert dec.feed(b'data:{"a":1}\n\ndata:  two spaces\n\n') == [(None, b'{"a":1}'), (None, b" two spaces")]
+
+
 @given(st.lists(st.text(min_size=1, max_size=30), min_size=1, max_size=8), st.lists(st.integers(0, 500), max_size=12))
 def test_any_split_of_the_byte_stream_gives_the_same_events(payloads, cuts):
     raw = b"".join(b"data: " + p.replace("\n", " ").replace("\r", " ").encode() + b"\n\n" for p in payloads)

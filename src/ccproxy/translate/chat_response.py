@@ -44,6 +44,13 @@ STOP_REASONS = {
     "function_call": "tool_use",
     "content_filter": "refusal",
     "end_turn": "end_turn",
+    # spellings of other servers (TGI and vLLM's "eos", Gemini's upper case, Anthropic-style names)
+    "eos": "end_turn",
+    "eos_token": "end_turn",
+    "max_tokens": "max_tokens",
+    "model_length": "max_tokens",
+    "tool_use": "tool_use",
+    "safety": "refusal",
 }
 
 
@@ -235,7 +242,7 @@ def split_think(text: str) -> tuple[str, str]:
 
 
 def stop_reason_for(finish_reason: str | None, has_tool_use: bool) -> str:
-    reason = STOP_REASONS.get(finish_reason or "stop", "end_turn")
+    reason = STOP_REASONS.get(finish_reason or "stop") or STOP_REASONS.get((finish_reason or "").lower(), "end_turn")
     # Some servers (Ollama, older vLLM) say "stop" after tool calls.
     if has_tool_use and reason == "end_turn":
         return "tool_use"
