@@ -248,6 +248,7 @@ def test_groq_usage_in_x_groq():
     [
         {"prompt_tokens": 100, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 60}},
         {"prompt_tokens": 100, "completion_tokens": 5, "prompt_cache_hit_tokens": 60},
+        {"prompt_tokens": 100, "completion_tokens": 5, "cached_tokens": 60},
     ],
 )
 def test_cached_tokens_in_either_shape(usage):

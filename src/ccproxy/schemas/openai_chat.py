@@ -28,6 +28,7 @@ class Usage(msgspec.Struct):
     prompt_tokens_details: PromptTokensDetails | None = None
     completion_tokens_details: CompletionTokensDetails | None = None
     prompt_cache_hit_tokens: Number | None = None  # DeepSeek's name for cached prompt tokens
+    cached_tokens: Number | None = None  # at the top level: Moonshot, Together (via Hugging Face)
 
 
 class ProviderExtension(msgspec.Struct):

@@ -89,7 +89,11 @@ def map_usage(usage: Usage | None, input_estimate: int, output_estimate: int) ->
         }
     prompt = _count(usage.prompt_tokens)
     details = usage.prompt_tokens_details
-    cached = _count(details.cached_tokens if details else None) or _count(usage.prompt_cache_hit_tokens)
+    cached = (
+        _count(details.cached_tokens if details else None)
+        or _count(usage.prompt_cache_hit_tokens)
+        or _count(usage.cached_tokens)
+    )
     cached = min(cached, prompt)
     output = _count(usage.completion_tokens) if usage.completion_tokens is not None else output_estimate
     reasoning = _count(usage.completion_tokens_details.reasoning_tokens) if usage.completion_tokens_details else 0
