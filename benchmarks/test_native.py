@@ -35,30 +35,26 @@ def impls(pair: str) -> list:
 
 
 @pytest.mark.parametrize("impl", impls("sse"))
-def test_sse_decode_stream(benchmark, impl):
-    benchmark.group = "sse.decode_stream"
-
+def test_sse_decode_stream(gated, impl):
     def run():
         return impl.SSEDecoder().feed(UPSTREAM_READ)
 
-    assert len(benchmark(run)) == 204
+    assert len(gated("sse.decode_stream", run)) == 204
 
 
 @pytest.mark.parametrize("impl", impls("sse"))
-def test_sse_content_delta(benchmark, impl):
-    benchmark.group = "sse.content_delta"
+def test_sse_content_delta(gated, impl):
     fn = impl.content_delta
 
     def run():
         for i, text in enumerate(TEXT_DELTAS):
             fn(i, "text_delta", "text", text)
 
-    benchmark(run)
+    gated("sse.content_delta", run)
 
 
 @pytest.mark.parametrize("impl", impls("sse"))
-def test_sse_frame_event(benchmark, impl):
-    benchmark.group = "sse.frame_event"
+def test_sse_frame_event(gated, impl):
     data = (
         b'{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":12}}'
     )
@@ -69,19 +65,17 @@ def test_sse_frame_event(benchmark, impl):
         for _ in rounds:
             fn("message_delta", data)
 
-    benchmark(run)
+    gated("sse.frame_event", run)
 
 
 @pytest.mark.parametrize("impl", impls("jsonsize"))
-def test_jsonsize_claude_code_request(benchmark, impl):
-    benchmark.group = "jsonsize.claude_code_request"
-    assert benchmark(impl.json_size, CLAUDE_CODE) > 100_000
+def test_jsonsize_claude_code_request(gated, impl):
+    assert gated("jsonsize.claude_code_request", impl.json_size, CLAUDE_CODE) > 100_000
 
 
 @pytest.mark.parametrize("impl", impls("cachekey"))
-def test_cachekey_claude_code_request(benchmark, impl):
-    benchmark.group = "cachekey.claude_code_request"
-    assert len(benchmark(impl.cache_key, CLAUDE_CODE)) == 32
+def test_cachekey_claude_code_request(gated, impl):
+    assert len(gated("cachekey.claude_code_request", impl.cache_key, CLAUDE_CODE)) == 32
 
 
 # A cache's real traffic is skewed: 80 % of 2 000 lookups go to 200 hot keys, the rest spread over
@@ -93,8 +87,7 @@ LRU_TRAFFIC = [f"key-{_rng.randrange(200) if _rng.random() < 0.8 else 200 + _rng
 
 
 @pytest.mark.parametrize("impl", impls("lru"))
-def test_lru_evict_heavy(benchmark, impl):
-    benchmark.group = "lru.evict_heavy"
+def test_lru_evict_heavy(gated, impl):
     cache = impl.LRUCache(1000, 10**9, CACHE_TTL)
     keys = [f"key-{i}" for i in range(1500)]  # more keys than entries: every lookup misses and evicts
 
@@ -104,12 +97,11 @@ def test_lru_evict_heavy(benchmark, impl):
             if get(k) is None:
                 put(k, k, 100)
 
-    benchmark(run)
+    gated("lru.evict_heavy", run)
 
 
 @pytest.mark.parametrize("impl", impls("lru"))
-def test_lru_hit_heavy(benchmark, impl):
-    benchmark.group = "lru.hit_heavy"
+def test_lru_hit_heavy(gated, impl):
     cache = impl.LRUCache(1000, 10**9, CACHE_TTL)
 
     def run():
@@ -118,4 +110,4 @@ def test_lru_hit_heavy(benchmark, impl):
             if get(k) is None:
                 put(k, k, 100)
 
-    benchmark(run)
+    gated("lru.hit_heavy", run)
