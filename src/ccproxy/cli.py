@@ -13,11 +13,8 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .config import ConfigError, Settings, help_text
+from .config import DRAIN_DIR_ENV, STORE_SOCKET_ENV, ConfigError, Settings, help_text
 from .files import private_dir
-
-DRAIN_DIR_ENV = "CCPROXY_DRAIN_DIR"  # where workers report "drained" (app.py reads it)
-STORE_SOCKET_ENV = "CCPROXY_STORE_SOCKET"  # the request log writer process's socket (store.py)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,8 @@ that table drives parsing, validation and ``ccproxy --help``.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import importlib.util
 import os
 from collections.abc import Callable, Mapping
@@ -182,6 +184,11 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
+# Set by the ccproxy command for the worker processes it starts (cli.py), never by users.
+DRAIN_DIR_ENV = "CCPROXY_DRAIN_DIR"  # where workers report "drained"
+STORE_SOCKET_ENV = "CCPROXY_STORE_SOCKET"  # the request log writer process's socket (store.py)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     api_key: str | None  # None: no upstream from the environment (a routing file provides them)
@@ -246,6 +253,8 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()  # Host names accepted besides loopback (access.py)
     allow_unauthenticated: bool = False
     protect_metrics: bool = False
+    drain_dir: Path | None = None  # started by the ccproxy command: report drains here, end with it
+    store_socket: str | None = None  # the writer process's socket; None: write the store in-process
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -395,7 +404,25 @@ class Settings:
             allowed_hosts=_allowed_hosts(get("CCPROXY_ALLOWED_HOSTS")),
             allow_unauthenticated=allow_unauthenticated,
             protect_metrics=protect_metrics,
+            drain_dir=Path(get(DRAIN_DIR_ENV)) if get(DRAIN_DIR_ENV) else None,  # type: ignore[arg-type]
+            store_socket=get(STORE_SOCKET_ENV),
         )
+
+    def secrets(self) -> list[str]:
+        """Configured credentials that go upstream and must never be shown (redact.py): upstream
+        keys, Basic credentials from base URLs (the header value and the password itself),
+        forward-proxy credentials."""
+        found = [self.api_key, *(u.api_key for u in self.upstreams)]
+        for basic in (self.base_url_auth, *(u.basic_auth for u in self.upstreams)):
+            if basic:
+                encoded = basic.removeprefix("Basic ")
+                found.append(encoded)
+                with contextlib.suppress(ValueError, UnicodeDecodeError):
+                    found.append(base64.b64decode(encoded).decode().partition(":")[2])
+        for proxy in (self.egress.https_proxy, self.egress.http_proxy):
+            if proxy is not None and proxy.authorization:
+                found.append(proxy.authorization.removeprefix("Basic "))
+        return [s for s in found if s]
 
     def exposure_warning(self) -> str | None:
         """The loud line when CCPROXY_ALLOW_UNAUTHENTICATED serves beyond loopback without

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ProxyError
+from .errors import ProxyError, error_body
 
 log = logging.getLogger("ccproxy.serving")
 
@@ -79,6 +79,14 @@ class Response:
     body: bytes
     headers: Headers = field(default_factory=list)
     content_type: str = JSON
+
+
+def error_response(exc: ProxyError, request_id: str) -> Response:
+    """A ProxyError as the Anthropic error envelope; overloads and 5xx say "retry" as Anthropic does."""
+    headers = list(exc.headers)
+    if exc.error_type == "overloaded_error" or exc.status >= 500:
+        headers.append(("x-should-retry", "true"))
+    return Response(exc.status, error_body(exc.error_type, exc.message, request_id), headers)
 
 
 @dataclass(slots=True)

@@ -6,7 +6,8 @@ import orjson
 import pytest
 
 from ccproxy.schemas.openai_chat import decode_completion
-from ccproxy.translate.chat_response import StreamFailure, completion_to_message
+from ccproxy.translate.chat_response import completion_to_message
+from ccproxy.translate.events import StreamFailure
 
 
 def convert(message: dict, finish: str = "stop", usage: dict | None = None, model="claude-opus-4-8") -> dict:
@@ -87,7 +88,7 @@ def test_no_choices_is_an_error():
 
 
 def test_message_events_replay_to_the_same_message():
-    from ccproxy.translate.chat_response import message_events
+    from ccproxy.translate.events import message_events
     from tests.support.sse import assemble, parse_sse
 
     msg = convert(

@@ -7,7 +7,8 @@ import json
 import orjson
 import pytest
 
-from ccproxy.translate.chat_response import ChatStreamTranslator, StreamFailure
+from ccproxy.translate.chat_response import ChatStreamTranslator
+from ccproxy.translate.events import StreamFailure
 from tests.support.sse import assemble, parse_sse
 
 

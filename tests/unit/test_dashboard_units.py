@@ -269,7 +269,7 @@ def test_an_unusable_database_degrades_cleanly(tmp_path):
 
     async def start_and_stop() -> None:
         await proxy.startup()
-        assert proxy.store is None  # serving goes on without a request log
+        assert proxy.recorder.store is None  # serving goes on without a request log
         await proxy.shutdown()
 
     asyncio.run(start_and_stop())

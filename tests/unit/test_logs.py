@@ -38,16 +38,16 @@ def test_error_log_redacts_keys(tmp_path):
         log_file=None,
         error_log_file=tmp_path / "error.jsonl",
     )
-    app = ProxyApp(settings)
-    app.error_log = JsonLinesWriter(settings.error_log_file, 10**6)
-    app.log_error(
+    recorder = ProxyApp(settings).recorder
+    recorder.error_log = JsonLinesWriter(settings.error_log_file, 10**6)
+    recorder.error(
         "req_1",
         "/v1/messages",
         "authentication_error",
         "upstream said: bad key sk-configured-upstream-key-123; Authorization: Bearer abcdefghijklmnop; "
         "x-api-key=sk-ant-api03-secretsecret",
     )
-    app.error_log.close()
+    recorder.error_log.close()
     text = (tmp_path / "error.jsonl").read_text()
     record = json.loads(text)
     assert record["error_type"] == "authentication_error" and record["request_id"] == "req_1"

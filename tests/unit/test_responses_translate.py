@@ -8,7 +8,7 @@ import pytest
 from ccproxy.routing import Router
 from ccproxy.schemas.anthropic import decode_messages_request
 from ccproxy.translate.chat_request import ORPHAN_RESULT_TEXT
-from ccproxy.translate.chat_response import StreamFailure
+from ccproxy.translate.events import StreamFailure
 from ccproxy.translate.responses_request import build_responses_request, decode_signature, encode_signature
 from ccproxy.translate.responses_response import response_to_message
 from tests.conftest import CLAUDE_CODE_FIXTURES

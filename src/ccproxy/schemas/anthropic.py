@@ -8,9 +8,14 @@ decoded and re-encoded (they are most of a Claude Code request's bytes).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
+
+from ..errors import invalid_request
+
+T = TypeVar("T")
 
 Block = dict[str, Any]
 # Integers are bounded by what an upstream can take (64-bit): a bigger one is the client's
@@ -67,3 +72,25 @@ def decode_messages_request(body: bytes) -> MessagesRequest:
 
 def decode_count_tokens_request(body: bytes) -> CountTokensRequest:
     return _count_decoder.decode(body)
+
+
+def decode_request(decoder: Callable[[bytes], T], body: bytes) -> T:
+    """A client's request body decoded, or a 400 invalid_request_error saying what is wrong."""
+    try:
+        return decoder(body)
+    except msgspec.ValidationError as exc:
+        raise invalid_request(_validation_message(str(exc))) from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError, TypeError) as exc:
+        # malformed JSON, invalid UTF-8 inside strings, nesting too deep …
+        raise invalid_request(f"There was an error parsing the body of your request: {exc}") from None
+
+
+def _validation_message(text: str) -> str:
+    # msgspec: "Expected `int`, got `str` - at `$.max_tokens`" → "max_tokens: Expected `int`, got `str`"
+    detail, sep, where = text.rpartition(" - at `$")
+    if sep:
+        return f"{where.rstrip('`').lstrip('.')}: {detail}"
+    if text.startswith("Object missing required field `"):
+        field = text.split("`")[1]
+        return f"{field}: Field required"
+    return text

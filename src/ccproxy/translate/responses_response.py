@@ -14,7 +14,8 @@ from typing import Any
 import orjson
 
 from .._native import content_delta, frame_event
-from .chat_response import (
+from .chat_response import parse_arguments
+from .events import (
     StreamFailure,
     assistant_message,
     client_tool_name,
@@ -22,7 +23,6 @@ from .chat_response import (
     message_start_event,
     new_message_id,
     new_tool_id,
-    parse_arguments,
 )
 from .json_prefix import JsonObjectPrefix
 from .responses_request import encode_signature

@@ -22,7 +22,7 @@ from ..redact import Redactor
 from ..routing import UpstreamConfig
 from ..schemas.anthropic import MessagesRequest
 from ..serving import Response
-from ..translate.chat_response import error_event
+from ..translate.events import error_event
 from .base import Exchange
 from .client import HttpClient, UpstreamReadError, UpstreamResponse, read_failure
 
@@ -43,7 +43,7 @@ class AnthropicUpstream:
         self.url = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
         self.redact = redactor
 
-    def prepare(self, req: MessagesRequest, body: bytes, exchange: Exchange) -> bytes:
+    def prepare(self, req: MessagesRequest | None, body: bytes, exchange: Exchange) -> bytes:
         route = exchange.route
         if route.upstream_model == route.requested_model:
             return body  # verbatim
@@ -81,9 +81,10 @@ class AnthropicUpstream:
         url = url or self.url
         return f"{url}?{exchange.query}" if exchange.query else url
 
-    async def count_tokens(self, payload: bytes, exchange: Exchange) -> Response:
+    async def count_tokens(self, body: bytes, exchange: Exchange) -> Response:
         """Anthropic's own count (exact for its tokenizer), relayed as it answers, errors included.
         Raises ProxyError (502 or 504) when the upstream cannot be reached."""
+        payload = self.prepare(None, body, exchange)
         response, _ = await self._whole(self.url + "/count_tokens", payload, exchange)
         return response
 

@@ -6,9 +6,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..headerrules import HeaderRules
 from ..routing import Route
 from ..schemas.anthropic import MessagesRequest
-from ..serving import Response
+from ..serving import Request, Response
+
+# What a pass-through upstream may forward of the client's request (the key only when configured
+# to; upstream/anthropic.py decides)
+PASS_THROUGH_HEADERS = ("anthropic-version", "anthropic-beta", "x-api-key")
 
 
 @dataclass(slots=True)
@@ -40,15 +45,29 @@ class Exchange:
     request_body: str | None = None  # only with CCPROXY_LOG_BODIES, capped and redacted
     response_body: str | None = None
 
+    def keep_client_side(self, req: Request) -> None:
+        """Keep what a pass-through upstream forwards: the query string and anthropic-* headers."""
+        self.query = req.query
+        self.client_headers = {name: value for name in PASS_THROUGH_HEADERS if (value := req.header(name)) is not None}
+
 
 class Upstream(Protocol):
-    kind: str
+    """One configured upstream: it turns a decoded Anthropic request into its own payload and
+    its answers back into Anthropic responses or SSE bytes (through a translator)."""
+
+    kind: str  # "chat" | "responses" | "anthropic"
     url: str
+    header_rules: HeaderRules | None  # the dashboard's live header rules (set once, read per request)
 
     def prepare(self, req: MessagesRequest, body: bytes, exchange: Exchange) -> bytes:
         """The upstream request body (``body`` is the client's, for pass-through). Split from
         sending so the caller can let go of the decoded request (the largest thing a request
         holds) while it waits on the upstream."""
+        ...
+
+    async def count_tokens(self, body: bytes, exchange: Exchange) -> Response | None:
+        """The upstream's own count of a count_tokens request, or None: count locally (only an
+        Anthropic upstream has one). Raises ProxyError 502/504 when it cannot be reached."""
         ...
 
     def cache_scope(self, exchange: Exchange) -> str:

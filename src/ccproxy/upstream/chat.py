@@ -17,12 +17,8 @@ from ..schemas.openai_chat import decode_completion
 from ..serving import Response
 from ..tokens import estimate_tokens
 from ..translate.chat_request import build_chat_request, tool_name_map
-from ..translate.chat_response import (
-    ChatStreamTranslator,
-    StreamFailure,
-    completion_to_message,
-    message_events,
-)
+from ..translate.chat_response import ChatStreamTranslator, completion_to_message
+from ..translate.events import StreamFailure, StreamTranslator, message_events
 from .base import Exchange
 from .client import HttpClient, UpstreamReadError, UpstreamResponse, read_failure
 
@@ -71,6 +67,10 @@ class ChatUpstream:
     def cache_scope(self, exchange: Exchange) -> str:
         """What besides the body decides the answer: nothing of the client's goes upstream."""
         return ""
+
+    async def count_tokens(self, body: bytes, exchange: Exchange) -> None:
+        """OpenAI-style APIs have no count endpoint: the proxy counts locally."""
+        return None
 
     async def create(self, payload: bytes, exchange: Exchange) -> Response:
         message = await self._complete(await self._send(payload, exchange), exchange)
@@ -130,9 +130,7 @@ class ChatUpstream:
             self.think_tags,
         )
 
-    def new_translator(self, exchange: Exchange) -> Any:
-        """A stream translator: start(), feed(data), finish(), fail(type, msg), final_usage(),
-        and the upstream_done / stop_reason attributes."""
+    def new_translator(self, exchange: Exchange) -> StreamTranslator:
         return ChatStreamTranslator(
             exchange.route.requested_model,
             estimate_tokens(exchange.body_size),
@@ -140,7 +138,9 @@ class ChatUpstream:
             think_tags=self.think_tags,
         )
 
-    async def _events(self, resp: UpstreamResponse, translator: Any, exchange: Exchange) -> AsyncIterator[bytes]:
+    async def _events(
+        self, resp: UpstreamResponse, translator: StreamTranslator, exchange: Exchange
+    ) -> AsyncIterator[bytes]:
         decoder = SSEDecoder()
         out: list[bytes] = []  # events of the current read, sent even if a later chunk fails
         try:
