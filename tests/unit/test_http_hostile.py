@@ -12,9 +12,10 @@ import zlib
 import pytest
 
 from ccproxy.errors import ProxyError
-from ccproxy.upstream.client import CLIENTS, Limits, UpstreamReadError, create_client
+from ccproxy.upstream.client import CLIENTS, Limits, UpstreamReadError
 from ccproxy.upstream.egress import NO_EGRESS
 from ccproxy.upstream.http_builtin import _Pool
+from ccproxy.upstream.registry import create_client
 from tests.support.raw_http import SSE_HEAD, Server, bomb, chunk, response
 
 HEADERS = {"authorization": "Bearer k", "content-type": "application/json"}

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import ProxyError
-from .egress import NO_EGRESS, Egress
 
 CLIENTS = ("builtin", "httpx")
 DEFAULT_CLIENT = "builtin"
@@ -234,23 +233,3 @@ def connection_lost(exc: BaseException) -> UpstreamReadError:
 def describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def create_client(
-    kind: str,
-    connect_timeout: float,
-    read_timeout: float,
-    max_connections: int = 512,
-    limits: Limits | None = None,
-    egress: Egress = NO_EGRESS,
-) -> HttpClient:
-    limits = limits or Limits()
-    if kind == "builtin":
-        from .http_builtin import BuiltinClient
-
-        return BuiltinClient(connect_timeout, read_timeout, max_connections, limits, egress)
-    if kind == "httpx":
-        from .http_httpx import HttpxClient
-
-        return HttpxClient(connect_timeout, read_timeout, max_connections, limits, egress)
-    raise ValueError(f"unknown HTTP client {kind!r}; choose one of {', '.join(CLIENTS)}")

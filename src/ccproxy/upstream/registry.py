@@ -21,7 +21,9 @@ from ..shared import Shared
 from .anthropic import AnthropicUpstream
 from .base import Upstream
 from .chat import ChatUpstream
-from .client import Limits, create_client
+from .client import CLIENTS, HttpClient, Limits
+from .egress import NO_EGRESS, Egress
+from .http_builtin import BuiltinClient
 from .responses import ResponsesUpstream
 
 
@@ -136,3 +138,22 @@ class Upstreams:
             }
             for name in self.names
         }
+
+
+def create_client(
+    kind: str,
+    connect_timeout: float,
+    read_timeout: float,
+    max_connections: int = 512,
+    limits: Limits | None = None,
+    egress: Egress = NO_EGRESS,
+) -> HttpClient:
+    """A pooled client of the kind CCPROXY_HTTP_CLIENT names (upstream/client.py has the interface)."""
+    limits = limits or Limits()
+    if kind == "builtin":
+        return BuiltinClient(connect_timeout, read_timeout, max_connections, limits, egress)
+    if kind == "httpx":
+        from .http_httpx import HttpxClient  # (only when chosen: it imports httpx)
+
+        return HttpxClient(connect_timeout, read_timeout, max_connections, limits, egress)
+    raise ValueError(f"unknown HTTP client {kind!r}; choose one of {', '.join(CLIENTS)}")
