@@ -1,17 +1,10 @@
-import json
-from pathlib import Path
+from collections.abc import Iterator
 
+import anthropic
 import pytest
 
-# Sanitized requests recorded from Claude Code (copied from the project's shared fixtures, see
-# tests/fixtures/claude-code/README.md), so a clone is self-contained.
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "claude-code"
-CLAUDE_CODE_FIXTURES = sorted(p.stem for p in FIXTURES.glob("*.json"))
-
-
-def load_fixture(name: str) -> dict:
-    """The body Claude Code posted in one recorded request."""
-    return json.loads((FIXTURES / f"{name}.json").read_text())["body"]
+from tests.support.fixtures import load_fixture
+from tests.support.proxies import MockUpstream, Proxy, start_mock, start_proxy, stop_proxy
 
 
 @pytest.fixture
@@ -41,3 +34,29 @@ def redis_server():
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def mock_upstream() -> Iterator[MockUpstream]:
+    """The scripted mock upstream (tests/support/mock_upstream.py), one process per session."""
+    mock = start_mock()
+    try:
+        yield mock
+    finally:
+        mock.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy(mock_upstream: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    """ccproxy under Granian in front of the mock, one per session (tests that change settings
+    start their own with start_proxy)."""
+    running = start_proxy(mock_upstream.base, tmp_path_factory.mktemp("ccproxy-data"), CCPROXY_PING_INTERVAL="0.3")
+    try:
+        yield running
+    finally:
+        stop_proxy(running)
+
+
+@pytest.fixture
+def client(proxy: Proxy) -> anthropic.Anthropic:
+    return proxy.client()

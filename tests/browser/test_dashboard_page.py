@@ -7,8 +7,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.integration.conftest import CLIENT_KEY, start_proxy, stop_proxy
 from tests.support.chat_answers import completion
+from tests.support.proxies import ask, post, start_proxy, stop_proxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -20,19 +20,10 @@ def proxy(mock_upstream, tmp_path):
     stop_proxy(running)
 
 
-def ask(proxy, model: str, key: str) -> httpx.Response:
-    return httpx.post(
-        f"{proxy.base}/v1/messages",
-        json={"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": key}]},
-        headers={"x-api-key": CLIENT_KEY},
-        timeout=30,
-    )
-
-
 def test_dashboard_end_to_end(browser, artifacts, proxy, mock_upstream):
     key = mock_upstream.script({"json": completion("answer")})
-    assert ask(proxy, "claude-sonnet-5", key).status_code == 200
-    assert ask(proxy, "claude-haiku-4-5", key).status_code == 200
+    assert post(proxy, "/v1/messages", ask(key, model="claude-sonnet-5")).status_code == 200
+    assert post(proxy, "/v1/messages", ask(key, model="claude-haiku-4-5")).status_code == 200
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -44,7 +35,7 @@ def test_dashboard_end_to_end(browser, artifacts, proxy, mock_upstream):
     page.screenshot(path=str(artifacts / "dashboard-requests.png"), full_page=True)
 
     # live: a request made now shows up without reloading (polling every 3 s)
-    assert ask(proxy, "claude-opus-4-8", key).status_code == 200
+    assert post(proxy, "/v1/messages", ask(key, model="claude-opus-4-8")).status_code == 200
     page.locator("[data-testid=request-rows] tr", has_text="claude-opus-4-8").wait_for(timeout=10_000)
 
     # filter
@@ -79,7 +70,7 @@ def test_dashboard_end_to_end(browser, artifacts, proxy, mock_upstream):
     page.click("[data-testid=save-settings]")
     page.locator("[data-testid=settings-status]", has_text="saved").wait_for(timeout=10_000)
     page.screenshot(path=str(artifacts / "dashboard-settings.png"), full_page=True)
-    resp = ask(proxy, "claude-sonnet-5", key)
+    resp = post(proxy, "/v1/messages", ask(key, model="claude-sonnet-5"))
     assert resp.status_code == 200 and resp.headers["x-from-dashboard"] == "yes"
     stored = httpx.get(f"{proxy.base}/api/settings").json()["responseHeaderRules"]
     assert stored == [{"header": "x-from-dashboard", "action": "set", "value": "yes", "find": "", "enabled": True}]

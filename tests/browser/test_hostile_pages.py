@@ -13,11 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.browser import CHROMIUM_ARGS, chromium_path
 from tests.support.chat_answers import completion
+from tests.support.proxies import start_proxy, stop_proxy
 from tests.support.servers import free_port
-
-from ..integration.conftest import start_proxy, stop_proxy
-from .conftest import CHROMIUM_ARGS, chromium_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 

@@ -1,1 +1,0 @@
-from tests.integration.conftest import mock_upstream  # noqa: F401  (the replay upstream fixture)

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.proxies import ask, post, start_proxy, stop_proxy
 from tests.support.sse import assemble, parse_sse
 
-from ..integration.conftest import start_proxy, stop_proxy
 from . import recordings
 
 pytestmark = pytest.mark.integration
@@ -126,11 +126,8 @@ def replay_spec(rec: recordings.Recording, split: int | None) -> dict:
     return {"status": rec.status, "text": rec.body.decode(), "headers": {"content-type": rec.content_type}}
 
 
-def ask(proxy, key: str, stream: bool) -> httpx.Response:
-    body = {"model": "claude-sonnet-5", "max_tokens": 1024, "messages": [{"role": "user", "content": key}]}
-    if stream:
-        body["stream"] = True
-    return httpx.post(f"{proxy.base}/v1/messages", json=body, timeout=30)
+def replay(proxy, key: str, stream: bool) -> httpx.Response:
+    return post(proxy, "/v1/messages", ask(key, max_tokens=1024, **({"stream": True} if stream else {})))
 
 
 def check(message: dict[str, Any], expect: Expect) -> None:
@@ -168,7 +165,7 @@ def test_recording_through_the_proxy(proxy, mock_upstream, name, split):
     key = mock_upstream.script(replay_spec(rec, split))
     modes = [True] if rec.stream else [False, True]  # a JSON answer also to a streaming client
     for stream in modes:
-        resp = ask(proxy, key, stream)
+        resp = replay(proxy, key, stream)
         if stream:
             assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
             events = parse_sse(resp.content)  # strict grammar (tests/support/sse.py)

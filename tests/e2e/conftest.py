@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import mock_upstream, start_proxy, stop_proxy  # noqa: F401
+from tests.support.proxies import start_proxy, stop_proxy
 
 NPM_PACKAGES = ("@anthropic-ai/claude-code", "@anthropic-ai/sdk")
 CACHE = Path(os.environ.get("CCPROXY_E2E_CACHE", Path.home() / ".cache" / "ccproxy-e2e"))
@@ -59,7 +59,7 @@ def claude_version(node_modules: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def e2e_proxy(mock_upstream, tmp_path_factory):  # noqa: F811
+def e2e_proxy(mock_upstream, tmp_path_factory):
     proxy = start_proxy(mock_upstream.base, tmp_path_factory.mktemp("e2e-proxy"))
     yield proxy
     stop_proxy(proxy)

@@ -6,33 +6,9 @@ import json
 
 import pytest
 
-from tests.support.chat_answers import text_stream
+from tests.support.chat_answers import text_stream, tool_call_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
-
-def tool_call_stream(call_id: str, name: str, arguments: dict) -> list:
-    args = json.dumps(arguments)
-    return [
-        {
-            "choices": [
-                {
-                    "index": 0,
-                    "delta": {
-                        "role": "assistant",
-                        "tool_calls": [
-                            {"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
-                        ],
-                    },
-                    "finish_reason": None,
-                }
-            ]
-        },
-        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": args[:10]}}]}}]},
-        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": args[10:]}}]}}]},
-        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
-        {"choices": [], "usage": {"prompt_tokens": 900, "completion_tokens": 20}},
-    ]
 
 
 def main_requests(mock_upstream, key: str) -> list[dict]:

@@ -11,10 +11,8 @@ import anthropic
 import httpx
 import pytest
 
-from tests.integration.conftest import CLIENT_KEY
-from tests.support.chat_answers import completion, text_stream
-
-from .test_claude_code import tool_call_stream
+from tests.support.chat_answers import completion, text_stream, tool_call_stream
+from tests.support.proxies import CLIENT_KEY
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

@@ -13,9 +13,8 @@ import pytest
 from benchmarks import run_load
 
 from ccproxy._native import SSEDecoder
+from tests.support.proxies import ROOT, free_port, start_proxy, stop_proxy
 from tests.support.sse import assemble, parse_sse
-
-from .conftest import ROOT, free_port, start_proxy, stop_proxy
 
 pytestmark = pytest.mark.integration
 

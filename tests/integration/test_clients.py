@@ -12,9 +12,7 @@ import pytest
 
 from ccproxy.upstream.client import CLIENTS
 from tests.support.chat_answers import completion, text_stream
-
-from .conftest import free_port, start_proxy, stop_proxy
-from .test_messages import raw_stream
+from tests.support.proxies import ask, free_port, raw_stream, start_proxy, stop_proxy
 
 pytestmark = pytest.mark.integration
 
@@ -31,10 +29,6 @@ def client_proxy(request, mock_upstream, tmp_path_factory):
     )
     yield proxy
     stop_proxy(proxy)
-
-
-def ask(key: str) -> dict:
-    return {"model": "claude-sonnet-5", "max_tokens": 5, "messages": [{"role": "user", "content": key}]}
 
 
 def test_create_and_stream(client_proxy, mock_upstream):

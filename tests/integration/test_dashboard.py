@@ -17,8 +17,7 @@ import pytest
 
 from ccproxy.store import RequestStore
 from tests.support.chat_answers import completion, text_stream
-
-from .conftest import CLIENT_KEY, UPSTREAM_KEY, start_proxy, stop_proxy
+from tests.support.proxies import CLIENT_KEY, UPSTREAM_KEY, ask, start_proxy, stop_proxy
 
 pytestmark = pytest.mark.integration
 
@@ -168,10 +167,6 @@ def logged(mock_upstream, tmp_path_factory, projects, backend, request):
         time.sleep(0.1)
     yield proxy
     stop_proxy(proxy)
-
-
-def ask(key: str) -> dict:
-    return {"model": "claude-sonnet-5", "max_tokens": 5, "messages": [{"role": "user", "content": key}]}
 
 
 def get(proxy, path: str, **params) -> httpx.Response:

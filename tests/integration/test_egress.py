@@ -7,14 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import trustme
 
 from tests.support.chat_answers import completion
+from tests.support.proxies import MockUpstream, ask, post, start_mock, start_proxy, stop_proxy
 from tests.support.servers import TinyProxy
-
-from .conftest import MockUpstream, start_mock, start_proxy, stop_proxy
 
 pytestmark = pytest.mark.integration
 
@@ -46,11 +44,6 @@ def forward_proxy() -> Iterator[TinyProxy]:
     proxy.stop()
 
 
-def ask(proxy, key: str) -> httpx.Response:
-    body = {"model": "claude-sonnet-5", "max_tokens": 5, "messages": [{"role": "user", "content": key}]}
-    return httpx.post(f"{proxy.base}/v1/messages", json=body, timeout=30)
-
-
 @pytest.mark.parametrize("client", CLIENTS)
 def test_https_upstream_through_a_connect_proxy_with_a_private_ca(
     client, tls_upstream, forward_proxy, private_ca, tmp_path
@@ -64,7 +57,7 @@ def test_https_upstream_through_a_connect_proxy_with_a_private_ca(
     )
     try:
         key = tls_upstream.script({"json": completion("through the tunnel")})
-        resp = ask(proxy, key)
+        resp = post(proxy, "/v1/messages", ask(key))
         assert resp.status_code == 200 and resp.json()["content"][0]["text"] == "through the tunnel"
         assert f"CONNECT localhost:{tls_upstream.port} HTTP/1.1" in forward_proxy.requests()
         assert len(tls_upstream.requests(key)) == 1
@@ -78,7 +71,7 @@ def test_without_the_private_ca_the_upstream_is_not_trusted(client, tls_upstream
     proxy = start_proxy(tls_upstream.base, tmp_path, CCPROXY_HTTP_CLIENT=client, HTTPS_PROXY=forward_proxy.url)
     try:
         key = tls_upstream.script({"json": completion("should not arrive")})
-        resp = ask(proxy, key)
+        resp = post(proxy, "/v1/messages", ask(key))
         assert resp.status_code == 502 and resp.json()["error"]["type"] == "api_error"
         assert "certificate" in resp.json()["error"]["message"].lower()
         assert tls_upstream.requests(key) == []
@@ -99,7 +92,7 @@ def test_no_proxy_goes_direct(client, tls_upstream, forward_proxy, private_ca, t
     try:
         before = len(forward_proxy.requests())
         key = tls_upstream.script({"json": completion("direct")})
-        assert ask(proxy, key).status_code == 200
+        assert post(proxy, "/v1/messages", ask(key)).status_code == 200
         assert len(forward_proxy.requests()) == before  # the proxy never saw it
     finally:
         stop_proxy(proxy)
@@ -111,7 +104,7 @@ def test_plain_http_upstream_through_http_proxy(client, mock_upstream, forward_p
     proxy = start_proxy(base, tmp_path, CCPROXY_HTTP_CLIENT=client, http_proxy=forward_proxy.url)
     try:
         key = mock_upstream.script({"json": completion("forwarded")})
-        assert ask(proxy, key).status_code == 200
+        assert post(proxy, "/v1/messages", ask(key)).status_code == 200
         assert f"POST {base}/v1/chat/completions HTTP/1.1" in forward_proxy.requests()
         assert "proxy-authorization" not in mock_upstream.requests(key)[0]["headers"]  # used by the proxy only
     finally:
@@ -129,7 +122,7 @@ def test_a_proxy_that_refuses_is_a_clear_502(client, tls_upstream, forward_proxy
         CCPROXY_CA_BUNDLE=str(private_ca / "ca.pem"),
     )
     try:
-        resp = ask(proxy, "refused")
+        resp = post(proxy, "/v1/messages", ask("refused"))
         assert resp.status_code == 502 and "wrong-password" not in resp.text
         assert str(forward_proxy.port) in resp.json()["error"]["message"] or "407" in resp.text
     finally:

@@ -11,26 +11,12 @@ import orjson
 import pytest
 
 from tests.support.chat_answers import completion, text_stream
+from tests.support.proxies import CLIENT_KEY, UPSTREAM_KEY, raw_stream
 from tests.support.sse import assemble, parse_sse
-
-from .conftest import CLIENT_KEY, UPSTREAM_KEY
 
 pytestmark = pytest.mark.integration
 
 ANTHROPIC_ONLY = ("cache_control", "context_management", "output_config", "anthropic-beta", "signature", "thinking")
-
-
-def raw_stream(proxy, body: dict) -> list[tuple[str, dict]]:
-    with httpx.stream(
-        "POST",
-        f"{proxy.base}/v1/messages?beta=true",
-        json={**body, "stream": True},
-        headers={"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"},
-        timeout=30,
-    ) as resp:
-        assert resp.status_code == 200
-        assert resp.headers["content-type"].startswith("text/event-stream")
-        return parse_sse(resp.read())
 
 
 def test_create_translates_both_ways(client, mock_upstream):
@@ -382,7 +368,7 @@ def test_other_endpoints(proxy):
 
 
 def test_request_too_large(mock_upstream, tmp_path):
-    from .conftest import start_proxy, stop_proxy
+    from tests.support.proxies import start_proxy, stop_proxy
 
     small = start_proxy(mock_upstream.base, tmp_path, CCPROXY_MAX_REQUEST_BYTES="2048")
     try:
@@ -395,7 +381,7 @@ def test_request_too_large(mock_upstream, tmp_path):
 
 
 def test_unreachable_and_slow_upstreams(tmp_path, mock_upstream):
-    from .conftest import free_port, start_proxy, stop_proxy
+    from tests.support.proxies import free_port, start_proxy, stop_proxy
 
     dead = start_proxy(f"http://127.0.0.1:{free_port()}", tmp_path / "a")
     try:
@@ -494,7 +480,7 @@ def test_wrong_base_url_symptoms_are_explained(client, mock_upstream):
 
 
 def test_reasoning_and_prompt_cache_key_reach_the_upstream(mock_upstream, tmp_path, claude_code_fixture):
-    from .conftest import start_proxy, stop_proxy
+    from tests.support.proxies import start_proxy, stop_proxy
 
     proxy = start_proxy(
         mock_upstream.base, tmp_path, BIG_MODEL_NAME="gpt-5-test", REASONING_EFFORT="low", CCPROXY_PROMPT_CACHE_KEY="on"

@@ -16,27 +16,13 @@ import httpx
 import pytest
 
 from tests.support.chat_answers import completion, text_stream
+from tests.support.proxies import CLIENT_KEY, ask, free_port, metrics, post, raw_stream, start_proxy, stop_proxy
 from tests.support.sse import assemble, parse_sse
-
-from .conftest import CLIENT_KEY, free_port, start_proxy, stop_proxy
-from .test_messages import raw_stream
 
 pytestmark = pytest.mark.integration
 
 ERROR_500 = {"status": 500, "json": {"error": {"message": "boom", "type": "server_error"}}}
 ERROR_400 = {"status": 400, "json": {"error": {"message": "bad field", "type": "invalid_request_error"}}}
-
-
-def ask(key: str, **extra) -> dict:
-    return {"model": "claude-sonnet-5", "max_tokens": 5, "messages": [{"role": "user", "content": key}], **extra}
-
-
-def post(proxy, body: dict, timeout: float = 30) -> httpx.Response:
-    return httpx.post(f"{proxy.base}/v1/messages", json=body, headers={"x-api-key": CLIENT_KEY}, timeout=timeout)
-
-
-def metrics(proxy) -> dict:
-    return httpx.get(f"{proxy.base}/v1/metrics").json()
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +89,7 @@ def test_429_with_a_long_retry_after_goes_back_to_the_client(retrying, mock_upst
     key = mock_upstream.script(
         {"status": 429, "headers": {"retry-after": "120"}, "json": {"error": {"message": "quota"}}}
     )
-    resp = post(retrying, ask(key))
+    resp = post(retrying, "/v1/messages", ask(key))
     assert resp.status_code == 429 and resp.headers["retry-after"] == "120"
     assert resp.json()["error"]["type"] == "rate_limit_error"
     assert len(mock_upstream.requests(key)) == 1
@@ -111,7 +97,7 @@ def test_429_with_a_long_retry_after_goes_back_to_the_client(retrying, mock_upst
 
 def test_client_errors_are_not_retried(retrying, mock_upstream):
     key = mock_upstream.script(ERROR_400)
-    resp = post(retrying, ask(key))
+    resp = post(retrying, "/v1/messages", ask(key))
     assert resp.status_code == 400 and resp.json()["error"]["type"] == "invalid_request_error"
     assert len(mock_upstream.requests(key)) == 1
 
@@ -144,13 +130,13 @@ def test_broken_streams_end_in_an_error_event(retrying, mock_upstream, spec):
 def test_slow_upstream_times_out_cleanly(retrying, mock_upstream):
     key = mock_upstream.script({"json": completion("late"), "wait": 5})
     started = time.monotonic()
-    resp = post(retrying, ask(key))
+    resp = post(retrying, "/v1/messages", ask(key))
     elapsed = time.monotonic() - started
     assert resp.status_code == 504 and resp.json()["error"]["type"] == "timeout_error"
     assert elapsed < 4.5  # 3 attempts of 1 s plus short backoffs, never the upstream's 5 s
     key = mock_upstream.script({"sse": text_stream("late"), "wait": 5})
     started = time.monotonic()
-    resp = post(retrying, ask(key, stream=True))
+    resp = post(retrying, "/v1/messages", ask(key, stream=True))
     assert resp.status_code == 504 and "CCPROXY_FIRST_BYTE_TIMEOUT" in resp.json()["error"]["message"]
     assert time.monotonic() - started < 4.5
 
@@ -218,18 +204,18 @@ def breaking(mock_upstream, tmp_path):
 def test_client_errors_never_open_the_circuit(breaking, mock_upstream):
     key = mock_upstream.script(ERROR_400)
     for _ in range(6):
-        assert post(breaking, ask(key)).status_code == 400
+        assert post(breaking, "/v1/messages", ask(key)).status_code == 400
     assert metrics(breaking)["upstreams"]["default"]["circuit"]["state"] == "closed"
     ok = mock_upstream.script({"json": completion("still fine")})
-    assert post(breaking, ask(ok)).status_code == 200
+    assert post(breaking, "/v1/messages", ask(ok)).status_code == 200
 
 
 def test_five_5xx_open_the_circuit_and_it_closes_after_recovery(breaking, mock_upstream):
     key = mock_upstream.script(ERROR_500)
     for _ in range(5):
-        assert post(breaking, ask(key)).status_code == 500
+        assert post(breaking, "/v1/messages", ask(key)).status_code == 500
     started = time.monotonic()
-    resp = post(breaking, ask(key))
+    resp = post(breaking, "/v1/messages", ask(key))
     assert time.monotonic() - started < 0.5  # refused at once, the upstream is not asked
     assert resp.status_code == 503 and resp.json()["error"]["type"] == "overloaded_error"
     assert "circuit is open" in resp.json()["error"]["message"] and int(resp.headers["retry-after"]) >= 1
@@ -237,7 +223,7 @@ def test_five_5xx_open_the_circuit_and_it_closes_after_recovery(breaking, mock_u
     assert metrics(breaking)["upstreams"]["default"]["circuit"]["state"] == "open"
     time.sleep(1.1)  # the cooldown passes: one probe goes through and succeeds
     ok = mock_upstream.script({"json": completion("recovered")})
-    assert post(breaking, ask(ok)).json()["content"][0]["text"] == "recovered"
+    assert post(breaking, "/v1/messages", ask(ok)).json()["content"][0]["text"] == "recovered"
     assert metrics(breaking)["upstreams"]["default"]["circuit"]["state"] == "closed"
 
 
@@ -262,8 +248,8 @@ fallback = [{{ upstream = "default", model = "gpt-backup" }}]
     try:
         key = mock_upstream.script({"json": completion("from the backup")})
         for _ in range(2):
-            assert post(proxy, ask(key)).status_code == 502  # the primary is unreachable
-        resp = post(proxy, ask(key))
+            assert post(proxy, "/v1/messages", ask(key)).status_code == 502  # the primary is unreachable
+        resp = post(proxy, "/v1/messages", ask(key))
         assert resp.status_code == 200 and resp.json()["content"][0]["text"] == "from the backup"
         assert resp.json()["model"] == "claude-sonnet-5"
         [seen] = mock_upstream.requests(key)
@@ -334,8 +320,8 @@ def test_rate_limit_queue_bound_answers_429(mock_upstream, tmp_path):
     proxy = start_proxy(mock_upstream.base, tmp_path, CCPROXY_RPM="2", CCPROXY_RATE_QUEUE="0")
     try:
         key = mock_upstream.script({"json": completion("ok")})
-        assert [post(proxy, ask(key)).status_code for _ in range(2)] == [200, 200]
-        resp = post(proxy, ask(key))
+        assert [post(proxy, "/v1/messages", ask(key)).status_code for _ in range(2)] == [200, 200]
+        resp = post(proxy, "/v1/messages", ask(key))
         assert resp.status_code == 429 and resp.json()["error"]["type"] == "rate_limit_error"
         assert int(resp.headers["retry-after"]) >= 1 and len(mock_upstream.requests(key)) == 2
         assert metrics(proxy)["upstreams"]["default"]["rate_limit"]["rejected"] == 1
@@ -348,7 +334,7 @@ def test_rate_limit_queue_bound_answers_429(mock_upstream, tmp_path):
 
 def test_metrics_json_and_prometheus(retrying, mock_upstream):
     key = mock_upstream.script({"json": completion("counted")})
-    post(retrying, ask(key))
+    post(retrying, "/v1/messages", ask(key))
     data = metrics(retrying)
     assert data["requests"]["total"] >= 1 and data["latency"]["count"] >= 1
     assert data["latency"]["p50"] is not None and data["latency"]["p99"] >= data["latency"]["p50"]
@@ -384,7 +370,7 @@ def test_sigterm_mid_stream_drains(mock_upstream, tmp_path):
         assert health.json()["status"] == "draining" and health.json()["in_flight"] == 1
         live = httpx.get(f"{proxy.base}/livez").json()
         assert live["draining"] is True and live["in_flight"] == 1
-        refused = post(proxy, ask("new request"))
+        refused = post(proxy, "/v1/messages", ask("new request"))
         assert refused.status_code == 503 and refused.json()["error"]["type"] == "overloaded_error"
         reader.join(20)
         message = assemble(parse_sse(result["raw"]))
@@ -406,12 +392,12 @@ def test_the_circuit_counts_requests_not_retries_and_stream_failures_count(mock_
     )
     try:
         key = mock_upstream.script(ERROR_500)
-        statuses = [post(proxy, ask(key)).status_code for _ in range(6)]
+        statuses = [post(proxy, "/v1/messages", ask(key)).status_code for _ in range(6)]
         assert statuses == [500, 500, 500, 500, 500, 503]  # each request retried, counted once
         assert len(mock_upstream.requests(key)) == 15
         time.sleep(1.1)
         ok = mock_upstream.script({"json": completion("back")})
-        assert post(proxy, ask(ok)).status_code == 200  # the probe closes it
+        assert post(proxy, "/v1/messages", ask(ok)).status_code == 200  # the probe closes it
         # five streams that break mid-way are five faults too
         broken = mock_upstream.script({"sse": text_stream("partial", "more"), "reset_after": 1})
         for _ in range(5):

@@ -11,8 +11,7 @@ import httpx
 import pytest
 
 from tests.support.chat_answers import completion, text_stream
-
-from .conftest import CLIENT_KEY, start_proxy, stop_proxy
+from tests.support.proxies import CLIENT_KEY, start_proxy, stop_proxy
 
 pytestmark = pytest.mark.integration
 

@@ -21,24 +21,12 @@ import httpx
 import pytest
 
 from tests.support.chat_answers import completion
+from tests.support.proxies import CLIENT_KEY, UPSTREAM_KEY, ask, post, start_proxy, stop_proxy
 from tests.support.servers import free_port
-
-from .conftest import CLIENT_KEY, UPSTREAM_KEY, start_proxy, stop_proxy
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "dashboard-pass-0123"
-
-
-def ask(key: str, **extra) -> dict:
-    return {"model": "claude-sonnet-5", "max_tokens": 5, "messages": [{"role": "user", "content": key}], **extra}
-
-
-def post(proxy, path: str, body: bytes | dict, **headers: str) -> httpx.Response:
-    content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    headers.setdefault("content-type", "application/json")
-    headers.setdefault("x-api-key", CLIENT_KEY)
-    return httpx.post(f"{proxy.base}{path}", content=content, headers=headers, timeout=30)
 
 
 def is_envelope(resp: httpx.Response, status: int, error_type: str) -> bool:

@@ -11,22 +11,9 @@ import httpx
 import pytest
 
 from tests.support.chat_answers import completion
-
-from .conftest import CLIENT_KEY, start_proxy, stop_proxy
+from tests.support.proxies import ask, metrics, post, start_proxy, stop_proxy
 
 pytestmark = pytest.mark.integration
-
-
-def ask(key: str, text: str = "") -> dict:
-    return {"model": "claude-sonnet-5", "max_tokens": 5, "messages": [{"role": "user", "content": f"{key} {text}"}]}
-
-
-def post(proxy, body: dict) -> httpx.Response:
-    return httpx.post(f"{proxy.base}/v1/messages", json=body, headers={"x-api-key": CLIENT_KEY}, timeout=30)
-
-
-def metrics(proxy) -> dict:
-    return httpx.get(f"{proxy.base}/v1/metrics").json()
 
 
 @pytest.fixture
@@ -53,7 +40,7 @@ def test_duplicated_concurrent_requests_reach_the_upstream_once(two_proxies, moc
     assert len(mock_upstream.requests(key)) == 1
     # and later identical requests are answered from the cache, by either process
     for proxy in two_proxies:
-        assert post(proxy, ask(key)).json()["content"][0]["text"] == "computed once"
+        assert post(proxy, "/v1/messages", ask(key)).json()["content"][0]["text"] == "computed once"
     assert len(mock_upstream.requests(key)) == 1
     assert all(metrics(p)["shared"]["state"] == "up" for p in two_proxies)
     assert sum(metrics(p)["cache"]["hits"] for p in two_proxies) >= 2
@@ -123,7 +110,9 @@ def test_redis_going_away_loses_no_request(mock_upstream, redis_server, tmp_path
 
         def burst(n: int) -> None:
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
-                statuses.extend(a.status_code for a in pool.map(lambda i: post(proxy, ask(key, str(i))), range(n)))
+                statuses.extend(
+                    a.status_code for a in pool.map(lambda i: post(proxy, "/v1/messages", ask(key, str(i))), range(n))
+                )
 
         burst(40)
         redis_server.kill()  # mid-run: requests keep going on local state
@@ -151,8 +140,8 @@ def test_starts_and_serves_without_redis(mock_upstream, tmp_path):
     )
     try:
         key = mock_upstream.script({"json": completion("no redis")})
-        assert post(proxy, ask(key)).json()["content"][0]["text"] == "no redis"
-        assert post(proxy, ask(key)).json()["content"][0]["text"] == "no redis"
+        assert post(proxy, "/v1/messages", ask(key)).json()["content"][0]["text"] == "no redis"
+        assert post(proxy, "/v1/messages", ask(key)).json()["content"][0]["text"] == "no redis"
         assert len(mock_upstream.requests(key)) == 1  # the local cache answered the second
         shared = metrics(proxy)["shared"]
         assert shared["backend"] == "redis" and shared["state"].startswith("down")
@@ -177,18 +166,18 @@ def test_postgres_going_away_fails_no_request_and_logging_resumes(mock_upstream,
             def logged_total() -> int:
                 return httpx.get(f"{proxy.base}/api/requests").json()["total"]
 
-            assert post(proxy, ask(key, "1")).status_code == 200
+            assert post(proxy, "/v1/messages", ask(key, "1")).status_code == 200
             deadline = time.monotonic() + 5
             while logged_total() < 1:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             server.halt()
-            assert [post(proxy, ask(key, str(i))).status_code for i in range(5)] == [200] * 5
+            assert [post(proxy, "/v1/messages", ask(key, str(i))).status_code for i in range(5)] == [200] * 5
             down = httpx.get(f"{proxy.base}/api/requests")
             assert down.status_code == 503 and down.json()["error"]["type"] == "api_error"
             server.start()
             time.sleep(0.3)
-            assert post(proxy, ask(key, "after")).status_code == 200
+            assert post(proxy, "/v1/messages", ask(key, "after")).status_code == 200
             deadline = time.monotonic() + 10
             while True:  # the writer reconnects with its next batch; the dashboard with its next query
                 resp = httpx.get(f"{proxy.base}/api/requests")

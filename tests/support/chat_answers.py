@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 def text_stream(*pieces: str, finish: str = "stop", usage: dict | None = None) -> list:
     chunks = [{"choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]} for p in pieces]
@@ -19,3 +21,27 @@ def completion(content: str | None = "ok", tool_calls: list | None = None, finis
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": {"prompt_tokens": 30, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 10}},
     }
+
+
+def tool_call_stream(call_id: str, name: str, arguments: dict) -> list:
+    args = json.dumps(arguments)
+    return [
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+                        ],
+                    },
+                    "finish_reason": None,
+                }
+            ]
+        },
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": args[:10]}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": args[10:]}}]}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {"choices": [], "usage": {"prompt_tokens": 900, "completion_tokens": 20}},
+    ]

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ccproxy.app import ProxyApp
-from ccproxy.config import Settings
+from tests.support.apps import make_app
 
 
 def closed_port() -> int:
@@ -24,19 +24,11 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-APP = ProxyApp(
-    Settings(
-        api_key="sk-test-key-123456",
-        api_key_env="OPENAI_API_KEY",
-        base_url=f"http://127.0.0.1:{closed_port()}/v1",
-        big_model="gpt-big",
-        small_model="gpt-small",
-        log_file=None,
-        error_log_file=None,
-        connect_timeout=1.0,
-        max_retries=0,  # every request fails to connect: no retries, and no open circuit hiding it
-        circuit_threshold=10**9,
-    )
+APP = make_app(
+    base_url=f"http://127.0.0.1:{closed_port()}/v1",
+    connect_timeout=1.0,
+    max_retries=0,  # every request fails to connect: no retries, and no open circuit hiding it
+    circuit_threshold=10**9,
 )
 LOOP = asyncio.new_event_loop()
 
@@ -149,21 +141,13 @@ huge_requests = st.fixed_dictionaries(
         "stream": st.booleans(),
     },
 )
-CACHED = ProxyApp(
-    Settings(
-        api_key="sk-test-key-123456",
-        api_key_env="OPENAI_API_KEY",
-        base_url=f"http://127.0.0.1:{closed_port()}/v1",
-        big_model="gpt-big",
-        small_model="gpt-small",
-        log_file=None,
-        error_log_file=None,
-        connect_timeout=1.0,
-        max_retries=0,
-        circuit_threshold=10**9,
-        cache=True,
-        schema_drop_keys=("format",),
-    )
+CACHED = make_app(
+    base_url=f"http://127.0.0.1:{closed_port()}/v1",
+    connect_timeout=1.0,
+    max_retries=0,
+    circuit_threshold=10**9,
+    cache=True,
+    schema_drop_keys=("format",),
 )
 
 

@@ -10,7 +10,7 @@ from ccproxy.errors import ProxyError
 from ccproxy.routing import Router
 from ccproxy.schemas.anthropic import decode_messages_request
 from ccproxy.translate.chat_request import ORPHAN_RESULT_TEXT, build_chat_request
-from tests.conftest import CLAUDE_CODE_FIXTURES
+from tests.support.fixtures import CLAUDE_CODE_FIXTURES
 
 ROUTER = Router("gpt-big", "gpt-small")
 

@@ -12,19 +12,17 @@ import pytest
 import yaml
 
 from ccproxy.app import ProxyApp
-from ccproxy.config import Settings
 from ccproxy.conversations import Conversations
 from ccproxy.dashboard import Dashboard, parse_time
 from ccproxy.errors import ProxyError
 from ccproxy.headerrules import HeaderRules, apply, parse_rules
 from ccproxy.openapi import openapi_spec, to_yaml
 from ccproxy.store import MIGRATIONS, RequestStore, connect, migrate, write_batch
+from tests.support.apps import make_app
 
 
 def app() -> ProxyApp:
-    return ProxyApp(
-        Settings(api_key="k", api_key_env="OPENAI_API_KEY", base_url="http://x/v1", big_model="a", small_model="b")
-    )
+    return make_app()
 
 
 # --- OpenAPI ------------------------------------------------------------------------------------
@@ -255,17 +253,7 @@ def test_an_unusable_database_degrades_cleanly(tmp_path):
 
     blocked = tmp_path / "file"
     blocked.write_text("")
-    settings = Settings(
-        api_key="k",
-        api_key_env="OPENAI_API_KEY",
-        base_url="http://127.0.0.1:9/v1",
-        big_model="a",
-        small_model="b",
-        log_file=None,
-        error_log_file=None,
-        db_path=blocked / "ccproxy.db",  # a directory that is a file
-    )
-    proxy = ProxyApp(settings)
+    proxy = make_app(db_path=blocked / "ccproxy.db")  # a directory that is a file
 
     async def start_and_stop() -> None:
         await proxy.startup()

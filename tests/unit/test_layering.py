@@ -135,3 +135,21 @@ def test_only_settings_read_the_environment():
     readers = {name for name, tree in TREES.items() if reads_environment(tree)}
     assert readers - ENVIRONMENT_READERS == set()
     assert "ccproxy.config" in readers  # (the check sees a real reader)
+
+
+def test_test_modules_share_helpers_only_through_support():
+    """Helpers live in tests/support; no test module imports a test module or a conftest."""
+    tests = Path(__file__).resolve().parents[1]
+    offenders = []
+    for path in tests.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or "", *(alias.name for alias in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            last_parts = {part for name in names for part in name.split(".")}
+            if any(part.startswith("test_") or part == "conftest" for part in last_parts):
+                offenders.append(f"{path.relative_to(tests)}:{node.lineno}")
+    assert offenders == []

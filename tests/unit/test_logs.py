@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from ccproxy.app import ProxyApp
-from ccproxy.config import Settings
 from ccproxy.logs import BACKUPS, JsonLinesWriter
+from tests.support.apps import make_app
 
 
 def test_files_rotate_and_stay_bounded(tmp_path):
@@ -29,17 +28,8 @@ def test_files_rotate_and_stay_bounded(tmp_path):
 
 
 def test_error_log_redacts_keys(tmp_path):
-    settings = Settings(
-        api_key="sk-configured-upstream-key-123",
-        api_key_env="OPENAI_API_KEY",
-        base_url="http://127.0.0.1:9/v1",
-        big_model="a",
-        small_model="b",
-        log_file=None,
-        error_log_file=tmp_path / "error.jsonl",
-    )
-    recorder = ProxyApp(settings).recorder
-    recorder.error_log = JsonLinesWriter(settings.error_log_file, 10**6)
+    recorder = make_app(api_key="sk-configured-upstream-key-123").recorder
+    recorder.error_log = JsonLinesWriter(tmp_path / "error.jsonl", 10**6)
     recorder.error(
         "req_1",
         "/v1/messages",

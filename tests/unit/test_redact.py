@@ -9,7 +9,7 @@ import json
 import pytest
 
 from ccproxy.redact import Redactor, find_secrets, mask
-from tests.conftest import FIXTURES
+from tests.support.fixtures import FIXTURES
 
 SECRETS = [
     ("aws access key id", "export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),

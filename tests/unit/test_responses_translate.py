@@ -11,7 +11,7 @@ from ccproxy.translate.chat_request import ORPHAN_RESULT_TEXT
 from ccproxy.translate.events import StreamFailure
 from ccproxy.translate.responses_request import build_responses_request, decode_signature, encode_signature
 from ccproxy.translate.responses_response import response_to_message
-from tests.conftest import CLAUDE_CODE_FIXTURES
+from tests.support.fixtures import CLAUDE_CODE_FIXTURES
 
 
 def translate(model: str = "gpt-4.1", **body) -> dict:
