@@ -29,6 +29,7 @@ import orjson
 
 from . import pg
 from .files import private_dir, private_file
+from .logs import BatchWriter
 from .parent import parent_alive
 
 log = logging.getLogger("ccproxy.store")
@@ -390,12 +391,17 @@ def retain(conn: Any, retention_days: float, max_bytes: int) -> None:
         log.error("request log: retention failed: %s", exc)
 
 
-class RequestStore:
+class RequestStore(BatchWriter[list[Any]]):
+    """The request log written in this process (no writer process: tests, ``python -m`` use
+    without the ccproxy command): rows go through the shared batch writer (logs.BatchWriter)."""
+
+    queue_size = QUEUE_SIZE
+    open_errors = (OSError, *DB_ERRORS)
+
     def __init__(self, path: Path | str, retention_days: float = 30.0, max_bytes: int = 1 << 30) -> None:
         self.path = path
         self.retention_days = retention_days
         self.max_bytes = max_bytes
-        self.dropped = 0
         self.written = 0
         if not pg.is_url(path):
             private_dir(path.parent)
@@ -405,58 +411,35 @@ class RequestStore:
             self.version = migrate(conn)
         finally:
             conn.close()
-        self._pending: collections.deque[list[Any]] = collections.deque()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="request-store", daemon=True)
-        self._thread.start()
+        self._conn: Any = None
+        self._next_retention = time.monotonic() + 5.0
+        super().__init__("request-store")
 
     def add(self, record: dict[str, Any]) -> None:
-        self.add_row(row_from(record))
+        self.put(row_from(record))
 
     def add_row(self, row: list[Any]) -> None:
-        if len(self._pending) < QUEUE_SIZE:
-            self._pending.append(row)
-        else:
-            self.dropped += 1
+        self.put(row)
 
-    def close(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
+    def open(self) -> None:
+        self._conn = connect(self.path)
 
-    def flush(self, timeout: float = 5.0) -> None:
-        """Wait until what was added so far is written (tests and shutdown)."""
-        deadline = time.monotonic() + timeout
-        while self._pending and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(FLUSH_INTERVAL * 1.5)
-
-    def _run(self) -> None:
-        conn = connect(self.path)
-        pending = self._pending
-        next_retention = time.monotonic() + 5.0
+    def write_batch(self, batch: list[list[Any]]) -> None:
         try:
-            while True:
-                stopping = self._stop.wait(FLUSH_INTERVAL)
-                batch = []
-                while pending and len(batch) < 5000:
-                    batch.append(pending.popleft())
-                if batch:
-                    self._write(conn, batch)
-                if time.monotonic() >= next_retention:
-                    next_retention = time.monotonic() + RETENTION_INTERVAL
-                    self._retain(conn)
-                if stopping and not pending:
-                    break
-        finally:
-            conn.close()
-
-    def _write(self, conn: Any, batch: list[Any]) -> None:
-        try:
-            write_rows(conn, batch)
+            write_rows(self._conn, batch)
             self.written += len(batch)
         except DB_ERRORS as exc:
             self.dropped += len(batch)
             log.error("request log: cannot write %d record(s): %s", len(batch), exc)
+
+    def tick(self) -> None:
+        if time.monotonic() >= self._next_retention:
+            self._next_retention = time.monotonic() + RETENTION_INTERVAL
+            self._retain(self._conn)
+
+    def shut(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
 
     def _retain(self, conn: Any) -> None:
         retain(conn, self.retention_days, self.max_bytes)

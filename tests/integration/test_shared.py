@@ -34,7 +34,7 @@ def two_proxies(mock_upstream, redis_server, tmp_path, request):
 def test_duplicated_concurrent_requests_reach_the_upstream_once(two_proxies, mock_upstream):
     key = mock_upstream.script({"json": completion("computed once"), "wait": 1.0})
     with concurrent.futures.ThreadPoolExecutor(20) as pool:
-        answers = list(pool.map(lambda i: post(two_proxies[i % 2], ask(key)), range(20)))
+        answers = list(pool.map(lambda i: post(two_proxies[i % 2], "/v1/messages", ask(key)), range(20)))
     assert [a.status_code for a in answers] == [200] * 20
     assert {a.json()["content"][0]["text"] for a in answers} == {"computed once"}
     assert len(mock_upstream.requests(key)) == 1
@@ -47,7 +47,7 @@ def test_duplicated_concurrent_requests_reach_the_upstream_once(two_proxies, moc
     # clearing through one proxy clears for both
     assert httpx.post(f"{two_proxies[0].base}/v1/cache/clear").json()["cleared"] >= 1
     time.sleep(0.6)  # the other process drops its near-cache within 0.25 s
-    post(two_proxies[1], ask(key))
+    post(two_proxies[1], "/v1/messages", ask(key))
     assert len(mock_upstream.requests(key)) == 2
 
 
@@ -55,19 +55,19 @@ def test_duplicated_concurrent_requests_reach_the_upstream_once(two_proxies, moc
 def test_a_failed_shared_fetch_is_not_cached(two_proxies, mock_upstream):
     key = mock_upstream.script({"status": 400, "json": {"error": {"message": "bad thing"}}, "wait": 0.5})
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        answers = list(pool.map(lambda i: post(two_proxies[i % 2], ask(key)), range(6)))
+        answers = list(pool.map(lambda i: post(two_proxies[i % 2], "/v1/messages", ask(key)), range(6)))
     assert {a.status_code for a in answers} == {400}
     assert all(a.json()["type"] == "error" and "bad thing" in a.json()["error"]["message"] for a in answers)
     calls = len(mock_upstream.requests(key))
     assert calls <= 2  # one per process at most (the waiters got the leader's failure)
-    post(two_proxies[0], ask(key))
+    post(two_proxies[0], "/v1/messages", ask(key))
     assert len(mock_upstream.requests(key)) == calls + 1  # never stored
 
 
 @pytest.mark.parametrize("two_proxies", [{"CCPROXY_RPM": "4", "CCPROXY_RATE_MAX_WAIT": "1"}], indirect=True)
 def test_rate_limit_is_enforced_across_processes(two_proxies, mock_upstream):
     key = mock_upstream.script({"json": completion("ok")})
-    answers = [post(two_proxies[i % 2], ask(key, str(i))) for i in range(8)]
+    answers = [post(two_proxies[i % 2], "/v1/messages", ask(key, str(i))) for i in range(8)]
     statuses = [a.status_code for a in answers]
     assert statuses.count(200) == 4 and statuses.count(429) == 4, statuses
     refused = next(a for a in answers if a.status_code == 429)
@@ -84,12 +84,12 @@ def test_rate_limit_is_enforced_across_processes(two_proxies, mock_upstream):
 def test_a_circuit_opened_by_one_process_is_open_in_the_other(two_proxies, mock_upstream):
     key = mock_upstream.script({"status": 500, "json": {"error": {"message": "down"}}})
     for i in range(3):
-        assert post(two_proxies[0], ask(key, str(i))).status_code == 500
+        assert post(two_proxies[0], "/v1/messages", ask(key, str(i))).status_code == 500
     deadline = time.monotonic() + 3
     while metrics(two_proxies[1])["upstreams"]["default"]["circuit"]["state"] != "open":
         assert time.monotonic() < deadline, "the other process never saw the circuit open"
         time.sleep(0.05)
-    refused = post(two_proxies[1], ask(key, "b"))
+    refused = post(two_proxies[1], "/v1/messages", ask(key, "b"))
     assert refused.status_code == 503 and refused.json()["error"]["type"] == "overloaded_error"
     assert len(mock_upstream.requests(key)) == 3  # the second process did not call the upstream
 
@@ -196,6 +196,7 @@ def test_postgres_going_away_fails_no_request_and_logging_resumes(mock_upstream,
 def test_a_concurrent_burst_gets_exactly_the_limit_across_processes(two_proxies, mock_upstream):
     key = mock_upstream.script({"json": completion("ok"), "wait": 0.05})
     with concurrent.futures.ThreadPoolExecutor(24) as pool:
-        statuses = list(pool.map(lambda i: post(two_proxies[i % 2], ask(key, str(i))).status_code, range(24)))
+        answers = pool.map(lambda i: post(two_proxies[i % 2], "/v1/messages", ask(key, str(i))), range(24))
+        statuses = [a.status_code for a in answers]
     assert statuses.count(200) == 10 and statuses.count(429) == 14, statuses
     assert len(mock_upstream.requests(key)) == 10

@@ -167,9 +167,7 @@ def test_store_writes_in_the_background_and_rolls_up(tmp_path):
 
 
 def test_full_queue_drops_and_counts(tmp_path, monkeypatch):
-    import ccproxy.store as store_module
-
-    monkeypatch.setattr(store_module, "QUEUE_SIZE", 10)
+    monkeypatch.setattr(RequestStore, "queue_size", 10)
     store = RequestStore(tmp_path / "db.sqlite")
     store._stop.set()  # stop the writer so the queue fills
     store._thread.join()
