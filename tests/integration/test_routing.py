@@ -10,7 +10,7 @@ import anthropic
 import httpx
 import pytest
 
-from tests.support.chat_answers import completion, text_stream
+from tests.support.chat_answers import anthropic_message, completion, text_stream
 from tests.support.proxies import CLIENT_KEY, start_proxy, stop_proxy
 
 pytestmark = pytest.mark.integration
@@ -61,19 +61,6 @@ model = "gpt-haiku-sub"
     )
     yield proxy
     stop_proxy(proxy)
-
-
-def anthropic_message(text: str) -> dict:
-    return {
-        "id": "msg_upstream_1",
-        "type": "message",
-        "role": "assistant",
-        "model": "claude-opus-4-8",
-        "content": [{"type": "text", "text": text}],
-        "stop_reason": "end_turn",
-        "stop_sequence": None,
-        "usage": {"input_tokens": 12, "output_tokens": 3, "cache_read_input_tokens": 5},
-    }
 
 
 def test_pass_through_non_stream(routed, mock_upstream):

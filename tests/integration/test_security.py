@@ -20,7 +20,7 @@ import anthropic
 import httpx
 import pytest
 
-from tests.support.chat_answers import completion
+from tests.support.chat_answers import anthropic_message, completion
 from tests.support.proxies import CLIENT_KEY, UPSTREAM_KEY, ask, post, start_proxy, stop_proxy
 from tests.support.servers import free_port
 
@@ -185,19 +185,6 @@ upstream = "anth"
     stop_proxy(proxy)
 
 
-def anthropic_answer(text: str) -> dict:
-    return {
-        "id": "msg_1",
-        "type": "message",
-        "role": "assistant",
-        "model": "claude-opus-4-8",
-        "content": [{"type": "text", "text": text}],
-        "stop_reason": "end_turn",
-        "stop_sequence": None,
-        "usage": {"input_tokens": 3, "output_tokens": 1},
-    }
-
-
 @pytest.mark.parametrize("status", [200, 503])
 def test_pass_through_never_relays_html_from_the_proxy_origin(anthropic_routed, mock_upstream, status):
     page = "<html><script>alert(document.cookie)</script></html>"
@@ -211,7 +198,7 @@ def test_pass_through_never_relays_html_from_the_proxy_origin(anthropic_routed, 
 
 def test_cache_is_keyed_on_the_forwarded_credential(anthropic_routed, mock_upstream):
     """pass_client_key: a request with a bogus key must not get the answer cached for a valid one."""
-    key = mock_upstream.script({"json": anthropic_answer("for the valid key only")})
+    key = mock_upstream.script({"json": anthropic_message("for the valid key only")})
     body = ask(key, model="claude-opus-4-8")
     first = post(anthropic_routed, "/v1/messages", body, **{"x-api-key": "sk-ant-valid-key-111111"})
     assert first.status_code == 200 and len(mock_upstream.requests(key)) == 1

@@ -1,4 +1,5 @@
-"""Chat Completions answers for the scripted mock upstream (tests/support/mock_upstream.py)."""
+"""Upstream answers (Chat Completions, and Anthropic's for the pass-through) for the scripted
+mock upstream (tests/support/mock_upstream.py)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,17 @@ def tool_call_stream(call_id: str, name: str, arguments: dict) -> list:
         {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
         {"choices": [], "usage": {"prompt_tokens": 900, "completion_tokens": 20}},
     ]
+
+
+def anthropic_message(text: str) -> dict:
+    """A whole answer of an Anthropic upstream (for the pass-through)."""
+    return {
+        "id": "msg_upstream_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-opus-4-8",
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 3, "cache_read_input_tokens": 5},
+    }
