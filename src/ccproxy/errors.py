@@ -121,3 +121,7 @@ def from_upstream(
             404, f"upstream {url} returned 404: {message}" if url else f"upstream returned 404: {message}"
         )
     return ProxyError(status, message, None, headers)
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message is one line meant for the user."""
