@@ -194,7 +194,10 @@ class Shared:
             max_connections=64,
             timeout=TIMEOUT,
             socket_timeout=TIMEOUT,
-            socket_connect_timeout=TIMEOUT,
+            # A burst opens up to 64 connections at once, each a handshake of Python work on this
+            # loop: on a busy box the last ones took longer than TIMEOUT and a healthy Redis was
+            # declared down. Connecting may take the operation's whole budget (run's wait_for).
+            socket_connect_timeout=TIMEOUT * 2,
             retry=Retry(NoBackoff(), 0),
         )
         self.client = redis.Redis(connection_pool=pool)
