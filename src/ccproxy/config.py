@@ -400,7 +400,7 @@ class Settings:
             allowed_hosts=_allowed_hosts(get("CCPROXY_ALLOWED_HOSTS")),
             allow_unauthenticated=allow_unauthenticated,
             protect_metrics=protect_metrics,
-            drain_dir=Path(get(DRAIN_DIR_ENV)) if get(DRAIN_DIR_ENV) else None,  # type: ignore[arg-type]
+            drain_dir=Path(drain_dir) if (drain_dir := get(DRAIN_DIR_ENV)) else None,
             store_socket=get(STORE_SOCKET_ENV),
         )
 
