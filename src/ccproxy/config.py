@@ -21,6 +21,7 @@ from .routing import DEFAULT_UPSTREAM, RouteRule, UpstreamConfig
 from .routing_file import EFFORTS, REASONING_STYLES, default_reasoning_style, load_routing_file
 from .upstream.client import CLIENTS, DEFAULT_CLIENT
 from .upstream.egress import NO_EGRESS, Egress, EgressError, parse_proxy, split_userinfo
+from .websearch import ENGINES, MODES, SEARCH_DEFAULTS, EngineConfig
 
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
@@ -132,6 +133,15 @@ SETTINGS: tuple[Setting, ...] = (
         "on",
         "read <think>…</think> at the start of an answer as a thinking block (DeepSeek-R1 distills, Qwen3)",
     ),
+    Setting(
+        "CCPROXY_WEB_SEARCH",
+        "auto",
+        "web search for Claude Code's WebSearch on upstreams without one: auto (the configured engine), "
+        "searxng, brave, tavily or off; see docs/websearch.md",
+    ),
+    Setting("SEARXNG_URL", None, "a SearXNG server to search with (its JSON API: /search?format=json)"),
+    Setting("BRAVE_API_KEY", None, "Brave Search API key to search with"),
+    Setting("TAVILY_API_KEY", None, "Tavily API key to search with"),
     Setting("CCPROXY_CONFIG", None, "routing file (TOML): named upstreams and model rules; see docs/routing.md"),
     Setting("CCPROXY_CONNECT_TIMEOUT", "10", "seconds to connect to the upstream"),
     Setting(
@@ -249,6 +259,7 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()  # Host names accepted besides loopback (access.py)
     allow_unauthenticated: bool = False
     protect_metrics: bool = False
+    web_search: EngineConfig = SEARCH_DEFAULTS  # the engine the proxy searches with (websearch.py)
     drain_dir: Path | None = None  # started by the ccproxy command: report drains here, end with it
     store_socket: str | None = None  # the writer process's socket; None: write the store in-process
 
@@ -392,6 +403,7 @@ class Settings:
             config_file=config_file,
             schema_drop_keys=tuple(k.strip() for k in (get("CCPROXY_SCHEMA_DROP_KEYS") or "").split(",") if k.strip()),
             think_tags=_switch(get, "CCPROXY_THINK_TAGS", "on"),
+            web_search=_web_search(get),
             upstreams=file_upstreams,
             rules=rules,
             base_url_auth=base_url_auth,
@@ -409,6 +421,7 @@ class Settings:
         keys, Basic credentials from base URLs (the header value and the password itself),
         forward-proxy credentials."""
         found = [self.api_key, *(u.api_key for u in self.upstreams)]
+        found += [self.web_search.brave_api_key, self.web_search.tavily_api_key]
         for basic in (self.base_url_auth, *(u.basic_auth for u in self.upstreams)):
             if basic:
                 encoded = basic.removeprefix("Basic ")
@@ -497,6 +510,24 @@ def _database(url: str | None, path: Path | None) -> Path | str | None:
     if importlib.util.find_spec("psycopg") is None:
         raise ConfigError("DATABASE_URL needs psycopg 3: pip install 'ccproxy[postgres]'")
     return url
+
+
+def _web_search(get: Callable[[str], str | None]) -> EngineConfig:
+    mode = (get("CCPROXY_WEB_SEARCH") or "auto").lower()
+    if mode not in MODES:
+        raise ConfigError(f"CCPROXY_WEB_SEARCH must be one of {', '.join(MODES)}, got {mode!r}")
+    searxng = get("SEARXNG_URL")
+    if searxng is not None and not searxng.startswith(("http://", "https://")):
+        raise ConfigError(f"SEARXNG_URL must be an http:// or https:// URL, got {searxng!r}")
+    config = EngineConfig(mode, searxng, get("BRAVE_API_KEY"), get("TAVILY_API_KEY"))
+    if (
+        mode in ENGINES
+        and config.engine_name() == mode
+        and not ({"searxng": searxng, "brave": config.brave_api_key, "tavily": config.tavily_api_key}[mode])
+    ):
+        needs = {"searxng": "SEARXNG_URL", "brave": "BRAVE_API_KEY", "tavily": "TAVILY_API_KEY"}[mode]
+        raise ConfigError(f"CCPROXY_WEB_SEARCH={mode} needs {needs}")
+    return config
 
 
 def _redis_url(url: str | None) -> str | None:

@@ -4,7 +4,8 @@ Run: ``python tests/support/mock_upstream.py [port [certfile keyfile]]``; it pri
 With a certificate and key it speaks HTTPS (tests of proxies and private CAs).
 
 Tests register a script under a unique key (``POST /_scripts {"key", "responses": [...]}``)
-and put the key somewhere in the request (usually the user's text). A request whose body
+and put the key somewhere in the request (usually the user's text; for a GET, the query
+string: the proxy's web searches reach this mock as a SearXNG). A request whose body
 contains a registered key gets that script's next response (the last one repeats) and is
 recorded (``GET /_requests?key=K``). Other requests get a plain greeting.
 
@@ -32,7 +33,7 @@ import asyncio
 import json
 import sys
 import time
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 SCRIPTS: dict[str, list[dict]] = {}
 RECORDED: dict[str, list[dict]] = {}
@@ -193,7 +194,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 key = parse_qs(url.query).get("key", [""])[0]
                 await send_json(writer, 200, json.dumps(RECORDED.get(key, [])).encode())
                 continue
-            text = body.decode("utf-8", "replace")
+            # (a GET, e.g. a search engine's /search?q=…, carries its key in the query)
+            text = body.decode("utf-8", "replace") + " " + unquote_plus(url.query)
             key = next((k for k in SCRIPTS if k in text), None)
             if key is None:
                 stream = b'"stream":true' in body.replace(b" ", b"")

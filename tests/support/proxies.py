@@ -40,6 +40,10 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
     raise TimeoutError(f"{url} not ready after {timeout}s")
 
 
+def new_key() -> str:
+    return f"script-{uuid.uuid4().hex[:12]}"
+
+
 class MockUpstream:
     def __init__(
         self, port: int, proc: subprocess.Popen | None = None, tls: tuple[str, str, str] | None = None
@@ -50,9 +54,10 @@ class MockUpstream:
         self.verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=tls[2]) if tls else True
         self.base = f"https://localhost:{port}" if tls else f"http://127.0.0.1:{port}"
 
-    def script(self, *responses: dict) -> str:
-        """Register responses under a fresh key; put the key in the request to select them."""
-        key = f"script-{uuid.uuid4().hex[:12]}"
+    def script(self, *responses: dict, key: str | None = None) -> str:
+        """Register responses under a fresh key (or ``key``); put the key in the request to
+        select them. A request holding several keys gets the script registered first."""
+        key = key or new_key()
         body = {"key": key, "responses": list(responses)}
         httpx.post(f"{self.base}/_scripts", json=body, verify=self.verify).raise_for_status()
         return key

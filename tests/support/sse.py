@@ -49,13 +49,13 @@ def assemble(events: list[tuple[str, dict]]) -> dict:
         elif name == "content_block_delta":
             assert data["index"] == open_index, "delta for a block that is not open"
             block, delta = message["content"][open_index], data["delta"]
-            kind = {
-                "text_delta": "text",
-                "input_json_delta": "tool_use",
-                "thinking_delta": "thinking",
-                "signature_delta": "thinking",
+            kinds = {
+                "text_delta": ("text",),
+                "input_json_delta": ("tool_use", "server_tool_use"),
+                "thinking_delta": ("thinking",),
+                "signature_delta": ("thinking",),
             }[delta["type"]]
-            assert block["type"] == kind, f"{delta['type']} inside a {block['type']} block"
+            assert block["type"] in kinds, f"{delta['type']} inside a {block['type']} block"
             if delta["type"] == "text_delta":
                 block["text"] += delta["text"]
             elif delta["type"] == "thinking_delta":
@@ -67,7 +67,7 @@ def assemble(events: list[tuple[str, dict]]) -> dict:
         elif name == "content_block_stop":
             assert data["index"] == open_index
             block = message["content"][open_index]
-            if block["type"] == "tool_use":
+            if block["type"] in ("tool_use", "server_tool_use"):
                 block["input"] = json.loads(buffers[open_index])  # must parse
                 assert isinstance(block["input"], dict)
             open_index = None

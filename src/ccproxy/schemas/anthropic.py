@@ -33,6 +33,10 @@ class Tool(msgspec.Struct, kw_only=True):
     description: str | None = None
     input_schema: msgspec.Raw = msgspec.Raw(b"")  # empty = absent (Raw cannot be in a union)
     type: str | None = None  # set on Anthropic server/client tools (web_search_…, bash_…)
+    # web_search_… server tool options
+    max_uses: Int64 | None = None
+    allowed_domains: list[str] | None = None
+    blocked_domains: list[str] | None = None
 
 
 class MessagesRequest(msgspec.Struct, kw_only=True):

@@ -20,6 +20,7 @@ from ..errors import invalid_request
 from ..jsontext import json_text
 from ..routing import Route
 from ..schemas.anthropic import Block, MessagesRequest, Tool
+from ..websearch import decode_encrypted_content
 
 log = logging.getLogger("ccproxy.translate")
 
@@ -180,6 +181,23 @@ def _close_pending(out: list[ChatMessage], pending: list[str]) -> None:
     pending.clear()
 
 
+def web_search_result_text(content: Any) -> str:
+    """An earlier turn's search results, as text the model can read again (what our own results
+    carry in ``encrypted_content``; Anthropic's are opaque, so their titles and URLs)."""
+    if not isinstance(content, list):
+        code = content.get("error_code") if isinstance(content, dict) else None
+        return f"\n[web search failed: {code}]\n"
+    lines = []
+    for item in content:
+        if not isinstance(item, dict) or item.get("type") != "web_search_result":
+            continue
+        kept = decode_encrypted_content(item.get("encrypted_content") or "") or {}
+        lines.append(f"- {item.get('title') or kept.get('t', '')} <{item.get('url') or kept.get('u', '')}>")
+        if kept.get("s"):
+            lines.append(f"  {kept['s']}")
+    return "\n[web search results:\n" + "\n".join(lines) + "]\n"
+
+
 def _assistant_message(
     content: str | list[Block], path: str, replay_reasoning: bool = False
 ) -> tuple[ChatMessage, list[str]]:
@@ -203,6 +221,11 @@ def _assistant_message(
                     "function": {"name": upstream_tool_name(name), "arguments": _arguments(block.get("input"))},
                 }
             )
+        elif kind == "server_tool_use" and block.get("name") == "web_search":
+            query = (block.get("input") or {}).get("query") if isinstance(block.get("input"), dict) else None
+            texts.append(f"\n[searched the web for: {query}]\n" if isinstance(query, str) else "")
+        elif kind == "web_search_tool_result":
+            texts.append(web_search_result_text(block.get("content")))
         elif kind == "thinking" and replay_reasoning:
             text = block.get("thinking")
             if isinstance(text, str) and text:

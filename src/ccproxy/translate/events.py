@@ -90,38 +90,55 @@ def message_events(message: dict[str, Any]) -> bytes:
 
     Used when an upstream answers a streaming request with a plain JSON completion.
     """
+    out = [message_start_of(message)]
+    out += [block_events(index, block) for index, block in enumerate(message["content"])]
+    out.append(message_end(message["stop_reason"], message["usage"], message["stop_sequence"]))
+    return b"".join(out)
+
+
+def message_start_of(message: dict[str, Any]) -> bytes:
     start = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
-    out = [frame_event("message_start", orjson.dumps({"type": "message_start", "message": start}))]
-    for index, block in enumerate(message["content"]):
-        kind = block["type"]
-        if kind == "text":
-            empty, delta = {"type": "text", "text": ""}, {"type": "text_delta", "text": block["text"]}
-        elif kind == "thinking":
-            empty = {"type": "thinking", "thinking": "", "signature": ""}
-            delta = {"type": "thinking_delta", "thinking": block["thinking"]}
-        else:
-            empty = {**block, "input": {}}
-            delta = {"type": "input_json_delta", "partial_json": orjson.dumps(block["input"]).decode()}
-        out.append(
-            frame_event(
-                "content_block_start",
-                orjson.dumps({"type": "content_block_start", "index": index, "content_block": empty}),
-            )
+    return frame_event("message_start", orjson.dumps({"type": "message_start", "message": start}))
+
+
+def block_events(index: int, block: dict[str, Any]) -> bytes:
+    """One whole content block as start, delta(s) and stop events (Anthropic's streaming shape:
+    tool inputs arrive as ``input_json_delta``; a web_search_tool_result comes whole in its start)."""
+    kind = block["type"]
+    delta: dict[str, Any] | None
+    if kind == "text":
+        empty: dict[str, Any] = {"type": "text", "text": ""}
+        delta = {"type": "text_delta", "text": block["text"]}
+    elif kind == "thinking":
+        empty = {"type": "thinking", "thinking": "", "signature": ""}
+        delta = {"type": "thinking_delta", "thinking": block["thinking"]}
+    elif kind in ("tool_use", "server_tool_use"):
+        empty = {**block, "input": {}}
+        delta = {"type": "input_json_delta", "partial_json": orjson.dumps(block["input"]).decode()}
+    else:  # web_search_tool_result and other result blocks
+        empty, delta = block, None
+    out = [
+        frame_event(
+            "content_block_start", orjson.dumps({"type": "content_block_start", "index": index, "content_block": empty})
         )
+    ]
+    if delta is not None:
         out.append(
             frame_event(
                 "content_block_delta", orjson.dumps({"type": "content_block_delta", "index": index, "delta": delta})
             )
         )
-        out.append(frame_event("content_block_stop", orjson.dumps({"type": "content_block_stop", "index": index})))
+    out.append(frame_event("content_block_stop", orjson.dumps({"type": "content_block_stop", "index": index})))
+    return b"".join(out)
+
+
+def message_end(stop_reason: str, usage: dict[str, Any], stop_sequence: str | None = None) -> bytes:
     delta = {
         "type": "message_delta",
-        "delta": {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]},
-        "usage": message["usage"],
+        "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+        "usage": usage,
     }
-    out.append(frame_event("message_delta", orjson.dumps(delta)))
-    out.append(frame_event("message_stop", b'{"type":"message_stop"}'))
-    return b"".join(out)
+    return frame_event("message_delta", orjson.dumps(delta)) + frame_event("message_stop", b'{"type":"message_stop"}')
 
 
 def error_event(error_type: str, message: str) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..headerrules import HeaderRules
 from ..routing import Route
@@ -37,6 +37,7 @@ class Exchange:
     query: str = ""  # the client's query string, forwarded by a pass-through
     tool_names: dict[str, str] = field(default_factory=dict)  # upstream → client tool names that differ
     cache: str | None = None  # response cache: "hit", "shared" (another request's call) or "miss"
+    web_search: Any = None  # the request's web_search server tool, run by the proxy (chat_search.SearchPlan)
     # for the request store (store.py)
     endpoint: str = "/v1/messages"
     user_agent: str | None = None

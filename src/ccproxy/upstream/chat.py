@@ -19,7 +19,9 @@ from ..tokens import estimate_tokens
 from ..translate.chat_request import build_chat_request, tool_name_map
 from ..translate.chat_response import ChatStreamTranslator, completion_to_message
 from ..translate.events import StreamFailure, StreamTranslator, message_events
+from ..websearch import Engine
 from .base import Exchange
+from .chat_search import SearchRun, search_events, search_message, search_plan, with_search_function
 from .client import HttpClient, UpstreamReadError, UpstreamResponse, read_failure
 
 
@@ -41,9 +43,11 @@ class ChatUpstream:
         extra_headers: tuple[tuple[str, str], ...] = (),
         basic_auth: str | None = None,
         think_tags: bool = True,
+        search: Engine | None = None,
     ) -> None:
         self.client = client
         self.think_tags = think_tags
+        self.search = search  # runs the web_search server tool (None: searching is unavailable)
         self.url = f"{base_url}{self.endpoint}"
         self.api_key_env = api_key_env
         self.redact = redactor
@@ -59,8 +63,13 @@ class ChatUpstream:
     def prepare(self, req: MessagesRequest, body: bytes, exchange: Exchange) -> bytes:
         """The upstream request body (pure translation; 400 for what cannot be sent)."""
         exchange.tool_names = tool_name_map(req.tools)
+        body = self.build(req, exchange)
+        if self.kind == "chat" and req.tools:
+            exchange.web_search = search_plan(req)
+            if exchange.web_search is not None:
+                body = with_search_function(body, req)
         try:
-            return compact(orjson.dumps(self.build(req, exchange)))
+            return compact(orjson.dumps(body))
         except orjson.JSONEncodeError as exc:  # e.g. max_tokens beyond 64 bits
             raise invalid_request(f"request has a value that cannot be sent upstream: {exc}") from None
 
@@ -73,8 +82,15 @@ class ChatUpstream:
         return None
 
     async def create(self, payload: bytes, exchange: Exchange) -> Response:
-        message = await self._complete(await self._send(payload, exchange), exchange)
+        if exchange.web_search is not None:
+            message = await search_message(SearchRun(self, self.search, exchange.web_search, payload, exchange))
+        else:
+            message = await self.complete(payload, exchange)
         return Response(200, orjson.dumps(message))
+
+    async def complete(self, payload: bytes, exchange: Exchange) -> dict[str, Any]:
+        """One whole (non-streamed) completion, translated."""
+        return await self._complete(await self._send(payload, exchange), exchange)
 
     async def _complete(self, resp: UpstreamResponse, exchange: Exchange) -> dict[str, Any]:
         """Read a whole (non-streamed) completion and translate it."""
@@ -95,6 +111,8 @@ class ChatUpstream:
         return message
 
     async def open_stream(self, payload: bytes, exchange: Exchange) -> AsyncIterator[bytes]:
+        if exchange.web_search is not None:
+            return await search_events(SearchRun(self, self.search, exchange.web_search, payload, exchange))
         resp = await self._send(payload, exchange)
         if resp.status >= 400:
             try:

@@ -45,8 +45,9 @@ class UpstreamResponse(Protocol):
 
 
 class HttpClient(Protocol):
-    async def send(self, url: str, headers: Mapping[str, str], body: bytes) -> UpstreamResponse:
-        """POST ``body``; returns once the status line and headers arrived."""
+    async def send(self, url: str, headers: Mapping[str, str], body: bytes, method: str = "POST") -> UpstreamResponse:
+        """Send ``body`` (POST; GET for a search engine's query URL); returns once the status
+        line and headers arrived."""
         ...
 
     async def close(self) -> None: ...

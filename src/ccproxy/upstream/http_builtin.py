@@ -525,9 +525,9 @@ class BuiltinClient:
         self._pools: dict[str, _Pool] = {}
         self._heads: dict[tuple[str, int], tuple[Mapping[str, str], bytes]] = {}
 
-    def _head(self, url: str, headers: Mapping[str, str], pool: _Pool) -> bytes:
+    def _head(self, url: str, headers: Mapping[str, str], pool: _Pool, method: str = "POST") -> bytes:
         key = (url, id(headers))
-        cached = self._heads.get(key)
+        cached = self._heads.get(key) if method == "POST" else None
         if cached is not None and cached[0] is headers:
             return cached[1]
         parts = urlsplit(url)
@@ -535,23 +535,23 @@ class BuiltinClient:
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         if pool.absolute_form:
             path = f"{parts.scheme}://{host}{path}"
-        lines = [f"POST {path} HTTP/1.1", f"host: {host}", "accept-encoding: identity"]
+        lines = [f"{method} {path} HTTP/1.1", f"host: {host}", "accept-encoding: identity"]
         if pool.absolute_form and pool.proxy is not None and pool.proxy.authorization:
             lines.append(f"proxy-authorization: {pool.proxy.authorization}")
         lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("host", "content-length")]
         head = ("\r\n".join(lines) + "\r\ncontent-length: ").encode("latin-1")
-        if len(self._heads) < 64:  # adapters reuse one headers object per upstream
+        if method == "POST" and len(self._heads) < 64:  # adapters reuse one headers object per upstream
             self._heads[key] = (headers, head)
         return head
 
-    async def send(self, url: str, headers: Mapping[str, str], body: bytes) -> UpstreamResponse:
+    async def send(self, url: str, headers: Mapping[str, str], body: bytes, method: str = "POST") -> UpstreamResponse:
         origin_key = url.split("/", 3)[2] if "://" in url else url
         pool = self._pools.get(origin_key)
         if pool is None:
             pool = self._pools[origin_key] = _Pool(
                 url, self.connect_timeout, self.max_connections, self.limits, self.egress
             )
-        head = self._head(url, headers, pool) + str(len(body)).encode() + b"\r\n\r\n"
+        head = self._head(url, headers, pool, method) + str(len(body)).encode() + b"\r\n\r\n"
         shown = url if "@" not in url else without_userinfo(url)  # (what messages may show)
         for attempt in (1, 2):
             try:

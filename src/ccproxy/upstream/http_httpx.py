@@ -106,13 +106,13 @@ class HttpxClient:
             )
         return client, proxy
 
-    async def send(self, url: str, headers: Mapping[str, str], body: bytes) -> UpstreamResponse:
+    async def send(self, url: str, headers: Mapping[str, str], body: bytes, method: str = "POST") -> UpstreamResponse:
         shown = without_userinfo(url)
         target = httpx.URL(url)
         if target.userinfo:
             target = target.copy_with(username=None, password=None)
         client, proxy = self._client_for(target)
-        request = client.build_request("POST", target, headers={**headers, "accept-encoding": "identity"}, content=body)
+        request = client.build_request(method, target, headers={**headers, "accept-encoding": "identity"}, content=body)
         try:
             async with asyncio.timeout(self.read_timeout):  # the whole head, however it trickles
                 resp = await client.send(request, stream=True)

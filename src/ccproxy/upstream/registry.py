@@ -18,6 +18,7 @@ from ..redact import Redactor
 from ..resilience import CircuitBreaker, RetryBudget, RetryPolicy
 from ..routing import DEFAULT_UPSTREAM
 from ..shared import Shared
+from ..websearch import Engine, create_engine
 from .anthropic import AnthropicUpstream
 from .base import Upstream
 from .chat import ChatUpstream
@@ -53,6 +54,7 @@ class Upstreams:
             settings.max_retries, settings.retry_base_delay, settings.retry_max_delay, settings.retry_max_after
         )
         self.retry_budget = RetryBudget(settings.retry_budget)
+        self._search: Engine | None = None  # the web search engine the Chat adapters share
 
     def start(self) -> None:
         """Create every configured adapter (call inside the serving loop)."""
@@ -62,6 +64,18 @@ class Upstreams:
     async def close(self) -> None:
         for adapter in self._adapters.values():
             await adapter.close()
+        if self._search is not None:
+            await self._search.client.close()
+
+    def search_engine(self) -> Engine | None:
+        """The engine that runs web_search for upstreams without one (created on first use)."""
+        if self._search is None:
+            s = self.settings
+            client = create_client(
+                s.http_client, s.connect_timeout, 30.0, limits=Limits.for_responses(4 << 20), egress=s.egress
+            )
+            self._search = create_engine(s.web_search, client)
+        return self._search
 
     def adapter(self, name: str) -> Upstream:
         """The adapter of a named upstream, created on first use inside the serving loop."""
@@ -91,6 +105,7 @@ class Upstreams:
                 self.redact,
                 basic_auth=s.base_url_auth,
                 think_tags=s.think_tags,
+                search=self.search_engine(),
             )
         else:
             config = next(u for u in s.upstreams if u.name == name)
@@ -107,6 +122,7 @@ class Upstreams:
                     config.headers,
                     basic_auth=config.basic_auth,
                     think_tags=config.options.think_tags,
+                    search=self.search_engine(),
                 )
         adapter.header_rules = self.header_rules
         return adapter

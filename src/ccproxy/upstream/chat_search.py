@@ -1,0 +1,280 @@
+"""Anthropic's web_search server tool on a Chat Completions upstream: the proxy searches itself.
+
+The model is offered a ``web_search(query)`` function in place of the server tool. Each round
+is one whole (non-streamed) completion: when the model calls ``web_search``, the proxy runs the
+query on the configured engine (``websearch.py``), sends the client a ``server_tool_use`` block
+and a ``web_search_tool_result`` block, appends the call and its results to the conversation,
+and asks again, until the model answers or the request's ``max_uses`` is spent (then the
+function is withheld). Text, thinking and client tool calls of every round go to the client
+as they are. Without an engine the answer says so: an ``unavailable`` error result and a
+sentence, never an answer from the model's memory presented as a search.
+
+Streams send ``message_start`` once the first round is in (so a failing first round is still
+a proper HTTP error), then each round's blocks as soon as they exist; pings cover the waits.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from ..errors import ProxyError
+from ..schemas.anthropic import MessagesRequest
+from ..tokens import estimate_tokens
+from ..translate.chat_request import convert_tool_choice
+from ..translate.events import (
+    assistant_message,
+    block_events,
+    error_event,
+    message_end,
+    message_start_event,
+    new_message_id,
+)
+from ..websearch import Engine, SearchError, SearchResult, results_text
+from .base import Exchange
+
+
+class Completes(Protocol):
+    """The Chat adapter, as a round sees it: one whole completion, translated."""
+
+    async def complete(self, payload: bytes, exchange: Exchange) -> dict[str, Any]: ...
+
+
+FUNCTION_NAME = "web_search"
+SEARCH_FUNCTION = {
+    "type": "function",
+    "function": {
+        "name": FUNCTION_NAME,
+        "description": (
+            "Search the web for current information. Returns the top results with titles, URLs and "
+            "snippets; cite the URLs you use."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {"query": {"type": "string", "description": "the search query"}},
+            "required": ["query"],
+        },
+    },
+}
+DEFAULT_MAX_USES = 5
+MAX_QUERY = 400  # characters; longer is Anthropic's query_too_long
+UNAVAILABLE_TEXT = (
+    "Web search is not available on this proxy, so no search was run. (The proxy's operator can "
+    "set SEARXNG_URL, BRAVE_API_KEY or TAVILY_API_KEY to enable it.)"
+)
+CLAUDE_CODE_PREFIX = "Perform a web search for the query: "
+
+_ID_PREFIX = secrets.token_hex(6)
+_ids = itertools.count(1)
+
+
+def server_tool_id() -> str:
+    return f"srvtoolu_{_ID_PREFIX}{next(_ids):012x}"
+
+
+@dataclass(slots=True)
+class SearchPlan:
+    """The request's web_search server tool: how often and where it may search."""
+
+    max_uses: int
+    allowed: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+    fallback_query: str = ""  # what the client asked to search, for the answer without an engine
+
+
+def search_plan(req: MessagesRequest) -> SearchPlan | None:
+    tool = next((t for t in req.tools or () if (t.type or "").startswith("web_search")), None)
+    if tool is None:
+        return None
+    return SearchPlan(
+        max_uses=max(1, tool.max_uses) if tool.max_uses else DEFAULT_MAX_USES,
+        allowed=list(tool.allowed_domains or ()),
+        blocked=list(tool.blocked_domains or ()),
+        fallback_query=_last_user_text(req)[:MAX_QUERY],
+    )
+
+
+def _last_user_text(req: MessagesRequest) -> str:
+    for message in reversed(req.messages):
+        if message.role != "user":
+            continue
+        content = message.content
+        if isinstance(content, str):
+            text = content
+        else:
+            texts = [b.get("text") for b in content if isinstance(b, dict) and b.get("type") == "text"]
+            text = " ".join(t for t in texts if isinstance(t, str))
+        return text.strip().removeprefix(CLAUDE_CODE_PREFIX).strip()
+    return ""
+
+
+def with_search_function(chat: dict[str, Any], req: MessagesRequest) -> dict[str, Any]:
+    """The Chat request offering ``web_search`` in place of the server tool, with the client's
+    tool choice (Claude Code forces web_search); rounds are whole completions."""
+    if "tools" not in chat and req.tool_choice:  # (the server tool was the only one: no choice yet)
+        choice = convert_tool_choice(req.tool_choice)
+        if choice is not None:
+            chat["tool_choice"] = choice
+    chat["tools"] = [*chat.get("tools", ()), SEARCH_FUNCTION]
+    chat.pop("stream", None)
+    chat.pop("stream_options", None)
+    return chat
+
+
+class SearchRun:
+    def __init__(
+        self, adapter: Completes, engine: Engine | None, plan: SearchPlan, payload: bytes, exchange: Exchange
+    ) -> None:
+        self.adapter = adapter
+        self.engine = engine
+        self.plan = plan
+        self.exchange = exchange
+        self.body: dict[str, Any] = orjson.loads(payload)
+        self.uses = 0
+        self.done = False
+        self.stop_reason = "end_turn"
+        self.usage = {
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        }
+
+    def final_usage(self) -> dict[str, Any]:
+        return {**self.usage, "server_tool_use": {"web_search_requests": self.uses}}
+
+    async def round(self) -> list[dict[str, Any]]:
+        """The blocks of the next round (raises ProxyError when the upstream fails)."""
+        if self.engine is None:
+            self.done = True
+            return self._unavailable()
+        if self.uses >= self.plan.max_uses:
+            self.body["tool_choice"] = "none"  # no more searches: answer with what was found
+        message = await self.adapter.complete(orjson.dumps(self.body), self.exchange)
+        for key in self.usage:
+            self.usage[key] += message["usage"].get(key, 0)
+        calls = [b for b in message["content"] if b["type"] == "tool_use" and b["name"] == FUNCTION_NAME]
+        others = [b for b in message["content"] if b not in calls]
+        if not calls or any(b["type"] == "tool_use" for b in others):
+            # an answer, or calls of the client's own tools (those end the turn, as upstream)
+            self.done = True
+            self.stop_reason = message["stop_reason"] if not calls else "tool_use"
+            return others
+        blocks = [b for b in others if b["type"] != "text" or b["text"]]
+        replies = []
+        for call in calls:
+            srv_id = server_tool_id()
+            query = call["input"].get("query") if isinstance(call["input"], dict) else None
+            query = query if isinstance(query, str) else ""
+            blocks.append({"type": "server_tool_use", "id": srv_id, "name": "web_search", "input": {"query": query}})
+            content, text = await self._search(query)
+            blocks.append({"type": "web_search_tool_result", "tool_use_id": srv_id, "content": content})
+            replies.append({"role": "tool", "tool_call_id": call["id"], "content": text})
+        said = "".join(b["text"] for b in others if b["type"] == "text")
+        self.body["messages"] += [
+            {
+                "role": "assistant",
+                "content": said or None,
+                "tool_calls": [
+                    {
+                        "id": c["id"],
+                        "type": "function",
+                        "function": {"name": FUNCTION_NAME, "arguments": orjson.dumps(c["input"]).decode()},
+                    }
+                    for c in calls
+                ],
+            },
+            *replies,
+        ]
+        self.body["tool_choice"] = "auto"
+        return blocks
+
+    async def _search(self, query: str) -> tuple[Any, str]:
+        """(the result block's content, the text the model reads)."""
+        assert self.engine is not None
+        try:
+            if self.uses >= self.plan.max_uses:
+                raise SearchError("max_uses_exceeded")
+            if not query.strip():
+                raise SearchError("invalid_tool_input")
+            if len(query) > MAX_QUERY:
+                raise SearchError("query_too_long")
+            self.uses += 1
+            results = await self.engine.search(query, self.plan.allowed, self.plan.blocked)
+        except SearchError as exc:
+            error = {"type": "web_search_tool_result_error", "error_code": exc.error_code}
+            return error, f"The search failed ({exc.error_code}{': ' + exc.detail if exc.detail else ''})."
+        return [_result_block(r) for r in results], results_text(query, results)
+
+    def _unavailable(self) -> list[dict[str, Any]]:
+        srv_id = server_tool_id()
+        error = {"type": "web_search_tool_result_error", "error_code": "unavailable"}
+        return [
+            {
+                "type": "server_tool_use",
+                "id": srv_id,
+                "name": "web_search",
+                "input": {"query": self.plan.fallback_query},
+            },
+            {"type": "web_search_tool_result", "tool_use_id": srv_id, "content": error},
+            {"type": "text", "text": UNAVAILABLE_TEXT},
+        ]
+
+    def _finish(self) -> None:
+        self.exchange.usage = dict(self.usage)
+        self.exchange.stop_reason = self.stop_reason
+
+
+def _result_block(result: SearchResult) -> dict[str, Any]:
+    return {
+        "type": "web_search_result",
+        "url": result.url,
+        "title": result.title,
+        "encrypted_content": result.encrypted_content(),
+        "page_age": result.page_age,
+    }
+
+
+async def search_message(run: SearchRun) -> dict[str, Any]:
+    """Every round, as one Anthropic message."""
+    blocks: list[dict[str, Any]] = []
+    while not run.done:
+        blocks += await run.round()
+    run._finish()
+    model = run.exchange.route.requested_model
+    return assistant_message(model, blocks, run.stop_reason, run.final_usage())
+
+
+async def search_events(run: SearchRun) -> AsyncIterator[bytes]:
+    """The rounds as an SSE stream; the first round runs before this is returned."""
+    first = await run.round()
+    return _stream(run, first)
+
+
+async def _stream(run: SearchRun, first: list[dict[str, Any]]) -> AsyncIterator[bytes]:
+    exchange = run.exchange
+    start = message_start_event(new_message_id(), exchange.route.requested_model, estimate_tokens(exchange.body_size))
+    out = [start]
+    index = 0
+    blocks = first
+    while True:
+        for block in blocks:
+            out.append(block_events(index, block))
+            index += 1
+        yield b"".join(out)
+        out.clear()
+        if run.done:
+            break
+        try:
+            blocks = await run.round()
+        except ProxyError as exc:
+            exchange.error_type, exchange.error_message = exc.error_type, exc.message
+            yield error_event(exc.error_type, exc.message)
+            return
+    run._finish()
+    yield message_end(run.stop_reason, run.final_usage())

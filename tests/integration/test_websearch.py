@@ -1,0 +1,278 @@
+"""Claude Code's WebSearch on a Chat upstream: the proxy searches (a SearXNG: the mock upstream's
+``/search``), answers in Anthropic's server-tool shape, and says so when it cannot search.
+
+The request is the one Claude Code's WebSearch tool really sends (tests/fixtures/claude-code/
+opus-web-search-server-tool.json): only the ``web_search_20250305`` server tool, forced."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from ccproxy import websearch
+from ccproxy.upstream.registry import create_client
+from ccproxy.websearch import BraveEngine, SearchError, SearxngEngine, TavilyEngine
+from tests.support.chat_answers import completion
+from tests.support.fixtures import load_fixture
+from tests.support.proxies import CLIENT_KEY, Proxy, new_key, post, raw_stream, start_proxy, stop_proxy
+from tests.support.sse import assemble
+
+
+@pytest.fixture(scope="module")
+def searching(mock_upstream, tmp_path_factory) -> Iterator[Proxy]:
+    """A proxy whose engine is SearXNG at the mock (SEARXNG_URL only: CCPROXY_WEB_SEARCH=auto)."""
+    proxy = start_proxy(mock_upstream.base, tmp_path_factory.mktemp("search"), SEARXNG_URL=mock_upstream.base)
+    yield proxy
+    stop_proxy(proxy)
+
+
+def web_search_request(key: str, stream: bool = True) -> dict:
+    body = load_fixture("opus-web-search-server-tool")
+    body["messages"] = [
+        {"role": "user", "content": [{"type": "text", "text": f"Perform a web search for the query: {key}"}]}
+    ]
+    body["stream"] = stream
+    return body
+
+
+def search_call(query: str, call_id: str = "call_s1") -> dict:
+    call = {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": "web_search", "arguments": json.dumps({"query": query})},
+    }
+    return completion(None, [call], finish="tool_calls")
+
+
+def searxng_answer(*urls: str) -> dict:
+    """SearXNG's JSON API answer (format=json): its results list, as a real instance gives it."""
+    return {
+        "query": "q",
+        "number_of_results": 0,
+        "results": [
+            {
+                "url": url,
+                "title": f"Title of {url}",
+                "content": f"Snippet about {url}",
+                "engine": "duckduckgo",
+                "publishedDate": "2026-11-30T00:00:00",
+            }
+            for url in urls
+        ],
+        "answers": [],
+        "suggestions": [],
+    }
+
+
+def test_websearch_stream_has_the_server_tool_shape(searching, mock_upstream):
+    engine = new_key()  # the engine's script is selected by the query the model searches for
+    chat = mock_upstream.script(
+        {"json": search_call(f"{engine} rust release")}, {"json": completion("Rust 9 shipped [1].")}
+    )
+    mock_upstream.script({"json": searxng_answer("https://blog.rust-lang.org/a", "https://example.org/b")}, key=engine)
+    events = raw_stream(searching, web_search_request(chat))
+    names = [name for name, _ in events]
+    assert names[0] == "message_start" and names[-1] == "message_stop" and "error" not in names
+    message = assemble(events)
+    kinds = [b["type"] for b in message["content"]]
+    assert kinds == ["server_tool_use", "web_search_tool_result", "text"]
+    use, result, text = message["content"]
+    assert use["id"].startswith("srvtoolu_") and use["name"] == "web_search"
+    assert use["input"] == {"query": f"{engine} rust release"}
+    assert result["tool_use_id"] == use["id"]
+    assert [r["url"] for r in result["content"]] == ["https://blog.rust-lang.org/a", "https://example.org/b"]
+    for item in result["content"]:
+        assert item["type"] == "web_search_result" and item["title"].startswith("Title of")
+        assert item["page_age"] == "2026-11-30T00:00:00" and item["encrypted_content"]
+    assert text["text"] == "Rust 9 shipped [1]."
+    delta = next(data for name, data in events if name == "message_delta")
+    assert delta["usage"]["server_tool_use"] == {"web_search_requests": 1}
+    assert delta["delta"]["stop_reason"] == "end_turn"
+    # the engine saw the model's query; the model's second round saw the results
+    [search] = mock_upstream.requests(engine)
+    assert search["method"] == "GET" and search["path"] == "/search"
+    assert "format=json" in search["query"] and engine in search["query"]
+    first, second = mock_upstream.requests(chat)
+    assert first["body"]["tool_choice"] == {"type": "function", "function": {"name": "web_search"}}
+    assert [t["function"]["name"] for t in first["body"]["tools"]] == ["web_search"]
+    assert "stream" not in first["body"]
+    tool_message = second["body"]["messages"][-1]
+    assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == "call_s1"
+    assert "https://blog.rust-lang.org/a" in tool_message["content"]
+    assert second["body"]["tool_choice"] == "auto"
+
+
+def test_websearch_whole_answer_through_the_sdk(searching, mock_upstream):
+    engine = new_key()
+    chat = mock_upstream.script({"json": search_call(f"{engine} weather")}, {"json": completion("Sunny.")})
+    mock_upstream.script({"json": searxng_answer("https://weather.example/today")}, key=engine)
+    client = searching.client()
+    msg = client.messages.create(
+        model="claude-opus-4-8",
+        max_tokens=1024,
+        messages=[{"role": "user", "content": f"what is the weather {chat}"}],
+        tools=[{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}],
+    )
+    assert [b.type for b in msg.content] == ["server_tool_use", "web_search_tool_result", "text"]
+    assert msg.content[1].content[0].url == "https://weather.example/today"
+    assert msg.usage.server_tool_use.web_search_requests == 1
+    assert msg.stop_reason == "end_turn" and msg.content[2].text == "Sunny."
+    # encrypted_content is opaque to clients; ours carries the result for a later turn
+    kept = json.loads(base64.urlsafe_b64decode(msg.content[1].content[0].encrypted_content))
+    assert kept["u"] == "https://weather.example/today"
+
+
+def test_an_engine_failure_is_that_searchs_error_and_the_turn_goes_on(searching, mock_upstream):
+    engine = new_key()
+    chat = mock_upstream.script({"json": search_call(f"{engine} broken")}, {"json": completion("I could not search.")})
+    mock_upstream.script({"status": 500, "text": "searx is down"}, key=engine)
+    message = assemble(raw_stream(searching, web_search_request(chat)))
+    _, result, text = message["content"]
+    assert result["content"] == {"type": "web_search_tool_result_error", "error_code": "unavailable"}
+    assert text["text"] == "I could not search."
+    second = mock_upstream.requests(chat)[1]
+    assert "failed" in second["body"]["messages"][-1]["content"]
+
+
+def test_max_uses_bounds_the_searches(searching, mock_upstream):
+    engine = new_key()
+    chat = mock_upstream.script({"json": search_call(f"{engine} one")}, {"json": completion("done")})
+    mock_upstream.script({"json": searxng_answer("https://one.example/")}, key=engine)
+    body = web_search_request(chat, stream=False)
+    body["tools"][0]["max_uses"] = 1
+    resp = post(searching, "/v1/messages", body)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["usage"]["server_tool_use"]["web_search_requests"] == 1
+    second = mock_upstream.requests(chat)[1]
+    assert second["body"]["tool_choice"] == "none"  # the function is withheld once max_uses is spent
+
+
+def test_without_an_engine_the_answer_says_search_is_unavailable(proxy, mock_upstream):
+    chat = mock_upstream.script({"json": completion("from memory")})
+    message = assemble(raw_stream(proxy, web_search_request(chat)))
+    kinds = [b["type"] for b in message["content"]]
+    assert kinds == ["server_tool_use", "web_search_tool_result", "text"]
+    assert message["content"][0]["input"]["query"] == chat  # Claude Code's query, from its prompt
+    assert message["content"][1]["content"] == {"type": "web_search_tool_result_error", "error_code": "unavailable"}
+    assert "not available" in message["content"][2]["text"]
+    assert mock_upstream.requests(chat) == []  # no answer from the model's memory
+
+
+def test_a_request_with_client_tools_and_search_keeps_both(searching, mock_upstream):
+    chat = mock_upstream.script(
+        {
+            "json": completion(
+                None,
+                [{"id": "call_t", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}],
+                finish="tool_calls",
+            )
+        }
+    )
+    body = web_search_request(chat, stream=False)
+    body["tool_choice"] = {"type": "auto"}
+    body["tools"].append(
+        {"name": "get_time", "description": "now", "input_schema": {"type": "object", "properties": {}}}
+    )
+    resp = post(searching, "/v1/messages", body, **{"x-api-key": CLIENT_KEY})
+    assert resp.status_code == 200, resp.text
+    answer = resp.json()
+    assert answer["stop_reason"] == "tool_use" and answer["content"][0]["name"] == "get_time"
+    sent = mock_upstream.requests(chat)[0]["body"]
+    assert sorted(t["function"]["name"] for t in sent["tools"]) == ["get_time", "web_search"]
+
+
+# --- the engines, each against its documented answer shape (served by the mock on loopback) -----
+
+
+def run_engine(engine_class, mock_upstream, path: str, query: str, *args, allowed=(), blocked=()):
+    """One search with a real engine object and our HTTP client, aimed at the mock (``path``)."""
+
+    async def go():
+        client = create_client("builtin", 5.0, 5.0)
+        try:
+            engine = engine_class(client, *args)
+            if path:
+                engine.url = f"{mock_upstream.base}{path}"
+            return await engine.search(query, list(allowed), list(blocked))
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
+
+
+def test_brave_engine_reads_its_web_results(mock_upstream):
+    key = new_key()
+    query = f"{key} python"
+    brave = {  # Brave Search API's web search answer (type "search"), trimmed to what is read
+        "type": "search",
+        "query": {"original": query},
+        "web": {
+            "type": "search",
+            "results": [
+                {
+                    "title": "Python.org",
+                    "url": "https://www.python.org/",
+                    "description": "The official home",
+                    "page_age": "2026-11-01T00:00:00",
+                    "age": "1 month ago",
+                },
+                {"title": "Blocked", "url": "https://spam.example/x", "description": "no"},
+            ],
+        },
+    }
+    mock_upstream.script({"json": brave}, key=key)
+    results = run_engine(
+        BraveEngine, mock_upstream, "/res/v1/web/search", query, "brave-key-123", blocked=["spam.example"]
+    )
+    assert [(r.url, r.title, r.snippet, r.page_age) for r in results] == [
+        ("https://www.python.org/", "Python.org", "The official home", "2026-11-01T00:00:00")
+    ]
+    [request] = mock_upstream.requests(key)
+    assert request["method"] == "GET" and request["headers"]["x-subscription-token"] == "brave-key-123"
+
+
+def test_tavily_engine_posts_its_query(mock_upstream):
+    key = new_key()
+    query = f"{key} rust"
+    tavily = {  # Tavily's /search answer
+        "query": query,
+        "answer": None,
+        "results": [
+            {
+                "title": "Rust",
+                "url": "https://www.rust-lang.org/",
+                "content": "A language",
+                "score": 0.9,
+                "published_date": "2026-10-10",
+            },
+        ],
+        "response_time": 1.1,
+    }
+    mock_upstream.script({"json": tavily}, key=key)
+    results = run_engine(TavilyEngine, mock_upstream, "/search", query, "tvly-key-456", allowed=["rust-lang.org"])
+    assert [(r.url, r.page_age) for r in results] == [("https://www.rust-lang.org/", "2026-10-10")]
+    [request] = mock_upstream.requests(key)
+    assert request["method"] == "POST" and request["headers"]["authorization"] == "Bearer tvly-key-456"
+    assert request["body"]["include_domains"] == ["rust-lang.org"] and request["body"]["query"] == query
+
+
+@pytest.mark.parametrize(
+    ("spec", "code"),
+    [
+        ({"status": 429, "json": {"error": "slow down"}}, "too_many_requests"),
+        ({"status": 503, "text": "down"}, "unavailable"),
+        ({"text": "<html>not json</html>"}, "unavailable"),
+        ({"json": {"results": []}, "wait": 20}, "unavailable"),
+    ],
+)
+def test_engine_failures_are_search_errors(mock_upstream, monkeypatch, spec, code):
+    monkeypatch.setattr(websearch, "SEARCH_TIMEOUT", 1.0)
+    key = new_key()
+    mock_upstream.script(spec, key=key)
+    with pytest.raises(SearchError) as failure:
+        run_engine(SearxngEngine, mock_upstream, "", f"{key} q", mock_upstream.base)
+    assert failure.value.error_code == code
