@@ -60,7 +60,8 @@ def claude_version(node_modules: Path) -> str:
 
 @pytest.fixture(scope="module")
 def e2e_proxy(mock_upstream, tmp_path_factory):
-    proxy = start_proxy(mock_upstream.base, tmp_path_factory.mktemp("e2e-proxy"))
+    # (web searches go to the mock too, as a SearXNG: test_claude_code.py's WebSearch test)
+    proxy = start_proxy(mock_upstream.base, tmp_path_factory.mktemp("e2e-proxy"), SEARXNG_URL=mock_upstream.base)
     yield proxy
     stop_proxy(proxy)
 
