@@ -3,7 +3,6 @@ the model list; and a pointer for clients that call the OpenAI path by mistake."
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import orjson
@@ -20,8 +19,6 @@ from .upstream.registry import Upstreams
 
 log = logging.getLogger("ccproxy.api")
 
-TOKENS_INLINE_LIMIT = 64 * 1024  # larger count_tokens bodies are encoded off the event loop
-
 
 class AnthropicApi:
     def __init__(self, settings: Settings, router: Router, upstreams: Upstreams) -> None:
@@ -36,10 +33,7 @@ class AnthropicApi:
         forwarded = await self._count_upstream(req, body, parsed.model)
         if forwarded is not None:
             return forwarded
-        if len(body) > TOKENS_INLINE_LIMIT or not tokens.encoding_loaded():
-            count = await asyncio.to_thread(tokens.count_request, parsed)
-        else:
-            count = tokens.count_request(parsed)
+        count = await tokens.count_request_async(parsed, len(body))
         return Response(200, orjson.dumps({"input_tokens": count}))
 
     async def _count_upstream(self, req: Request, body: bytes, model: str) -> Response | None:

@@ -81,6 +81,7 @@ class ProxyApp:
             ),
             rules=s.rules,
             upstreams=s.upstreams,
+            context_window=s.context_window,
         )
         self.redact = Redactor(s.secrets())
         self.header_rules = HeaderRules()  # edited from the dashboard, read by every adapter

@@ -143,6 +143,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BRAVE_API_KEY", None, "Brave Search API key to search with"),
     Setting("TAVILY_API_KEY", None, "Tavily API key to search with"),
     Setting("CCPROXY_CONFIG", None, "routing file (TOML): named upstreams and model rules; see docs/routing.md"),
+    Setting(
+        "CCPROXY_CONTEXT_WINDOW",
+        None,
+        "input tokens BIG/SMALL_MODEL_NAME take (default: known model families); longer prompts get 400 at once",
+    ),
     Setting("CCPROXY_CONNECT_TIMEOUT", "10", "seconds to connect to the upstream"),
     Setting(
         "CCPROXY_READ_TIMEOUT",
@@ -259,6 +264,7 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()  # Host names accepted besides loopback (access.py)
     allow_unauthenticated: bool = False
     protect_metrics: bool = False
+    context_window: int | None = None  # the environment upstream's models' window (tokens)
     web_search: EngineConfig = SEARCH_DEFAULTS  # the engine the proxy searches with (websearch.py)
     drain_dir: Path | None = None  # started by the ccproxy command: report drains here, end with it
     store_socket: str | None = None  # the writer process's socket; None: write the store in-process
@@ -404,6 +410,7 @@ class Settings:
             schema_drop_keys=tuple(k.strip() for k in (get("CCPROXY_SCHEMA_DROP_KEYS") or "").split(",") if k.strip()),
             think_tags=_switch(get, "CCPROXY_THINK_TAGS", "on"),
             web_search=_web_search(get),
+            context_window=_number(get, "CCPROXY_CONTEXT_WINDOW", "0", int, 0) or None,
             upstreams=file_upstreams,
             rules=rules,
             base_url_auth=base_url_auth,

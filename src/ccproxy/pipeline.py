@@ -14,11 +14,13 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import replace
 from typing import Any
 
 import msgspec
 import orjson
 
+from . import tokens
 from .access import require_json
 from .cache import ResponseCache
 from .config import Settings
@@ -28,7 +30,7 @@ from .ops import Drain
 from .ratelimit import RateLimiter
 from .recording import Recorder
 from .resilience import RETRY_STATUSES, parse_retry_after
-from .routing import DEFAULT_UPSTREAM, Route, Router
+from .routing import DEFAULT_UPSTREAM, Route, Router, Traits
 from .schemas.anthropic import MessagesRequest, decode_messages_request, decode_request
 from .serving import ClientDisconnected, DisconnectWatch, Request, Response, StreamResponse
 from .translate.events import PING_EVENT, error_event
@@ -39,6 +41,9 @@ log = logging.getLogger("ccproxy.pipeline")
 
 # error types a stream records when its upstream failed mid-way (counted by the circuit breaker)
 STREAM_FAULTS = frozenset({"timeout_error", "api_error", "overloaded_error"})
+# Our count (tiktoken's cl100k) is not the upstream's tokenizer: a prompt is refused only when it
+# is over the window by more than that difference could be.
+WINDOW_MARGIN = 0.9
 
 
 class Call:
@@ -140,7 +145,7 @@ class Messages:
             raise invalid_request("messages: at least one message is required")
         if parsed.max_tokens < 1:
             raise invalid_request("max_tokens: must be at least 1")
-        exchange = Exchange(req.request_id, self.router.route(parsed.model), len(body), parsed.stream)
+        exchange = Exchange(req.request_id, await self._route(parsed, len(body)), len(body), parsed.stream)
         self.recorder.describe(req, parsed, body, exchange)
         if exchange.route.upstream != DEFAULT_UPSTREAM or exchange.route.fallbacks:
             exchange.keep_client_side(req)
@@ -195,6 +200,35 @@ class Messages:
             on_error=lambda exc: error_event("api_error", "internal proxy error"),
             headers=exchange.relay_headers,
         )
+
+    async def _route(self, parsed: MessagesRequest, size: int) -> Route:
+        """The request's route: by model id, and by what it needs when rules ask (traits). A
+        prompt beyond the routed model's context window goes to a long-context rule, or is
+        refused at once with Anthropic's "prompt is too long" (Claude Code compacts on it)."""
+        router = self.router
+        traits = None
+        if router.uses_traits:
+            count = (
+                await tokens.count_request_async(parsed, size) if router.count_from and size >= router.count_from else 0
+            )
+            traits = request_traits(parsed, count)
+        route = router.route(parsed.model, traits)
+        window = route.context_window
+        if window is None or size <= window:  # (a prompt has fewer tokens than bytes: it fits)
+            return route
+        count = (
+            traits.input_tokens
+            if traits is not None and traits.input_tokens
+            else await tokens.count_request_async(parsed, size)
+        )
+        if count * WINDOW_MARGIN <= window:
+            return route
+        longer = router.long_context_route(
+            parsed.model, replace(traits or request_traits(parsed, 0), input_tokens=count)
+        )
+        if longer is None:
+            raise invalid_request(f"prompt is too long: {count} tokens > {window} maximum")
+        return longer
 
     async def _answer(self, req: Request, call: Call, held: Held) -> Response | AsyncIterator[bytes]:
         """The response cache in front of the attempts (whole answers only); a client that
@@ -350,6 +384,30 @@ class Messages:
         )
         self.recorder.record(exchange, seconds)
         self.drain.end()
+
+
+def request_traits(parsed: MessagesRequest, input_tokens: int) -> Traits:
+    thinking = parsed.thinking.get("type") in ("enabled", "adaptive") if isinstance(parsed.thinking, dict) else False
+    return Traits(
+        input_tokens=input_tokens,
+        thinking=thinking,
+        web_search=any((t.type or "").startswith("web_search") for t in parsed.tools or ()),
+        images=any(_has_image(m.content) for m in parsed.messages),
+        background="haiku" in parsed.model.lower(),
+    )
+
+
+def _has_image(content: Any) -> bool:
+    if isinstance(content, str):
+        return False
+    for block in content:
+        if isinstance(block, dict):
+            if block.get("type") == "image":
+                return True
+            inner = block.get("content") if block.get("type") == "tool_result" else None
+            if isinstance(inner, list) and _has_image(inner):
+                return True
+    return False
 
 
 async def within(work: Awaitable[Any], seconds: float, message: str) -> Any:

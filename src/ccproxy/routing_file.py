@@ -38,6 +38,20 @@ _UPSTREAM_KEYS = {
     "pass_client_key",
     "schema_drop_keys",
     "think_tags",
+    "context_window",
+    "context_windows",
+}
+# Rule conditions on what a request needs (routing.Traits), besides min_input_tokens
+_TRAIT_SWITCHES = ("thinking", "web_search", "images", "background")
+_RULE_KEYS = {
+    "match",
+    "upstream",
+    "model",
+    "max_output_tokens",
+    "fallback",
+    "min_input_tokens",
+    "context_window",
+    *_TRAIT_SWITCHES,
 }
 _DEFAULT_KEY_ENV = {"chat": "OPENAI_API_KEY", "responses": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
@@ -70,13 +84,20 @@ def load_routing_file(
         where = f"{path}: routes[{i}]"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where} must be a table")
-        extra = set(entry) - {"match", "upstream", "model", "max_output_tokens", "fallback"}
+        extra = set(entry) - _RULE_KEYS
         if extra:
-            raise ConfigError(
-                f"{where}: unknown key(s) {sorted(extra)} (expected match, upstream, model, max_output_tokens,"
-                " fallback)"
-            )
-        match, upstream, model = entry.get("match"), entry.get("upstream"), entry.get("model")
+            raise ConfigError(f"{where}: unknown key(s) {sorted(extra)} (expected {', '.join(sorted(_RULE_KEYS))})")
+        traits = {key: entry.get(key) for key in _TRAIT_SWITCHES}
+        for key, value in traits.items():
+            if value is not None and not isinstance(value, bool):
+                raise ConfigError(f"{where}.{key} must be true or false")
+        min_tokens = _token_limit(entry.get("min_input_tokens"), f"{where}.min_input_tokens")
+        has_traits = min_tokens is not None or any(v is not None for v in traits.values())
+        match, upstream, model = (
+            entry.get("match", "*" if has_traits else None),
+            entry.get("upstream"),
+            entry.get("model"),
+        )
         if not isinstance(match, str) or not match:
             raise ConfigError(f"{where}.match must be a model id or glob such as 'claude-*haiku*'")
         if upstream not in names and upstream != DEFAULT_UPSTREAM:
@@ -85,7 +106,18 @@ def load_routing_file(
             raise ConfigError(f"{where}.model must be a non-empty string")
         limit = _token_limit(entry.get("max_output_tokens"), f"{where}.max_output_tokens")
         fallback = _fallbacks(entry.get("fallback", []), names, f"{where}.fallback")
-        rules.append(RouteRule(match=match, upstream=upstream, model=model, max_output_tokens=limit, fallback=fallback))
+        rules.append(
+            RouteRule(
+                match=match,
+                upstream=upstream,
+                model=model,
+                max_output_tokens=limit,
+                fallback=fallback,
+                min_input_tokens=min_tokens,
+                context_window=_token_limit(entry.get("context_window"), f"{where}.context_window"),
+                **traits,
+            )
+        )
     return upstreams, tuple(rules)
 
 
@@ -144,6 +176,12 @@ def _upstream(path: Path, name: str, table: Any, get: Callable[[str], str | None
     per_model = tuple(
         (str(glob), _token_limit(value, f"{where}.model_limits.{glob!r}")) for glob, value in model_limits.items()
     )
+    windows = table.get("context_windows", {})
+    if not isinstance(windows, dict):
+        raise ConfigError(f"{where}.context_windows must be a table of model glob = context window (tokens)")
+    per_model_windows = tuple(
+        (str(glob), _token_limit(value, f"{where}.context_windows.{glob!r}") or 0) for glob, value in windows.items()
+    )
     base_url, basic_auth = split_userinfo(base_url.rstrip("/"))
     return UpstreamConfig(
         name=name,
@@ -163,6 +201,8 @@ def _upstream(path: Path, name: str, table: Any, get: Callable[[str], str | None
         model_limits=per_model,  # type: ignore[arg-type]
         pass_client_key=pass_client_key,
         basic_auth=basic_auth,
+        context_window=_token_limit(table.get("context_window"), f"{where}.context_window"),
+        context_windows=per_model_windows,
     )
 
 

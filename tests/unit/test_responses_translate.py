@@ -239,7 +239,12 @@ def test_claude_code_requests(claude_code_fixture, name):
     calls = [i["call_id"] for i in out["input"] if i["type"] == "function_call"]
     outputs = [i["call_id"] for i in out["input"] if i["type"] == "function_call_output"]
     assert calls == outputs  # every call answered, in order
-    assert out["instructions"] and out["tools"][0]["type"] == "function" and "parameters" in out["tools"][0]
+    assert out["instructions"]
+    if name == "opus-web-search-server-tool":  # Claude Code's WebSearch: the Responses API searches
+        assert out["tools"] == [{"type": "web_search"}] and out["tool_choice"] == "required"
+        assert "web_search_call.action.sources" in out["include"]
+    else:
+        assert out["tools"][0]["type"] == "function" and "parameters" in out["tools"][0]
 
 
 def test_long_tool_names_round_trip_through_responses():

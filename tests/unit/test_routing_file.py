@@ -194,3 +194,76 @@ def test_invalid_limits(tmp_path, replace, fragment):
     with pytest.raises(ConfigError) as err:
         settings(tmp_path, PER_MODEL.replace(*replace))
     assert fragment in str(err.value)
+
+
+TRAITS = """
+[upstreams.router]
+kind = "chat"
+base_url = "https://openrouter.ai/api/v1"
+api_key_env = "OPENROUTER_KEY"
+context_window = 64000
+context_windows = { "big-*" = 1000000 }
+
+[[routes]]
+thinking = true
+upstream = "router"
+model = "deepseek/deepseek-r1"
+
+[[routes]]
+match = "claude-*"
+min_input_tokens = 60000
+upstream = "router"
+model = "big-window"
+
+[[routes]]
+match = "claude-*"
+upstream = "router"
+model = "small-window"
+"""
+
+
+def test_trait_rules_route_by_what_a_request_needs(tmp_path):
+    from ccproxy.routing import Traits
+
+    r = router(settings(tmp_path, TRAITS))
+    assert r.uses_traits and r.count_from == 60000
+    assert r.route("claude-sonnet-5").upstream_model == "small-window"  # no traits known: plain rules only
+    assert r.route("claude-sonnet-5", Traits(thinking=True)).upstream_model == "deepseek/deepseek-r1"
+    assert r.route("claude-sonnet-5", Traits(input_tokens=70000)).upstream_model == "big-window"
+    assert r.route("claude-sonnet-5", Traits(input_tokens=10)).upstream_model == "small-window"
+    # windows: the upstream's per-model glob, else the upstream's own
+    assert r.route("claude-sonnet-5", Traits(input_tokens=70000)).context_window == 1000000
+    assert r.route("claude-sonnet-5").context_window == 64000
+    assert r.long_context_route("claude-x", Traits(input_tokens=90000)).upstream_model == "big-window"
+    # naming an upstream: "upstream,model" and "upstream/model" (an OpenRouter id keeps its slash)
+    assert (r.route("router,x-ai/grok-4").upstream, r.route("router,x-ai/grok-4").upstream_model) == (
+        "router",
+        "x-ai/grok-4",
+    )
+    assert r.route("router/google/gemini-2.5-pro").upstream_model == "google/gemini-2.5-pro"
+    assert r.route("google/gemini-2.5-pro").upstream == "default"  # "google" is no upstream
+
+
+@pytest.mark.parametrize(
+    ("rule", "problem"),
+    [
+        ('thinking = "yes"\nupstream = "router"', "thinking must be true or false"),
+        ('match = "a"\nmin_input_tokens = -5\nupstream = "router"', "min_input_tokens must be a positive integer"),
+        ('match = "a"\nupstream = "router"\ncolour = "red"', "unknown key(s) ['colour']"),
+        ('upstream = "router"', "match must be a model id or glob"),  # no match and no trait
+    ],
+)
+def test_bad_trait_rules_name_the_entry(tmp_path, rule, problem):
+    text = TRAITS.split("[[routes]]")[0] + f"[[routes]]\n{rule}\n"
+    with pytest.raises(ConfigError) as err:
+        settings(tmp_path, text)
+    assert problem in str(err.value) and "routes[0]" in str(err.value)
+
+
+def test_known_context_windows_and_the_environment_override():
+    from ccproxy.routing import Router
+
+    assert Router("gpt-4o", "gpt-4o-mini").route("claude-sonnet-5").context_window == 128000
+    assert Router("my-local-model", "x").route("claude-sonnet-5").context_window is None  # unknown: no check
+    assert Router("gpt-4o", "x", context_window=32000).route("claude-sonnet-5").context_window == 32000
+    assert Settings.from_env({**ENV, "CCPROXY_CONTEXT_WINDOW": "32768"}).context_window == 32768

@@ -82,12 +82,21 @@ def build_responses_request(req: MessagesRequest, route: Route) -> dict[str, Any
         if req.tools
         else []
     )
+    search = next((t for t in req.tools or () if (t.type or "").startswith("web_search")), None)
+    if search is not None:  # Anthropic's server tool → the Responses API's own web search
+        hosted: dict[str, Any] = {"type": "web_search"}
+        if search.allowed_domains:
+            hosted["filters"] = {"allowed_domains": list(search.allowed_domains)}
+        tools.append(hosted)
+        body.setdefault("include", []).append("web_search_call.action.sources")
     if tools:
         body["tools"] = tools
         choice = req.tool_choice
         if choice:
             mapped = convert_tool_choice(choice)
-            if isinstance(mapped, dict):
+            if isinstance(mapped, dict) and search is not None and mapped["function"]["name"] == search.name:
+                mapped = "required" if len(tools) == 1 else "auto"  # (a hosted tool is chosen by type)
+            elif isinstance(mapped, dict):
                 mapped = {"type": "function", "name": mapped["function"]["name"]}
             if mapped is not None:
                 body["tool_choice"] = mapped
