@@ -16,9 +16,13 @@ from . import __version__
 from .config import DRAIN_DIR_ENV, STORE_SOCKET_ENV, ConfigError, Settings, help_text
 from .files import private_dir
 
+COMMANDS = ("code", "status", "stop")
+
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in COMMANDS:
+        return command(args[0], args[1:])
     if "-h" in args or "--help" in args:
         print(help_text())
         return 0
@@ -54,6 +58,23 @@ def main(argv: list[str] | None = None) -> int:
     return serve(settings)
 
 
+def command(name: str, args: list[str]) -> int:
+    """``ccproxy code [claude args…]``, ``ccproxy status``, ``ccproxy stop`` (launcher.py)."""
+    from . import launcher
+
+    if name != "code" and args:
+        print(f"ccproxy {name}: takes no arguments (settings come from the environment)", file=sys.stderr)
+        return 2
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"ccproxy: {exc}", file=sys.stderr)
+        return 2
+    if name == "code":
+        return launcher.code(settings, args)
+    return launcher.status(settings) if name == "status" else launcher.stop(settings)
+
+
 def serve(settings: Settings) -> int:
     from granian.constants import Interfaces
 
@@ -79,9 +100,13 @@ def serve(settings: Settings) -> int:
     )
     server.drain_timeout = settings.drain_timeout
     server.drain_dir = drain_dir
+    from .launcher import remove_pid, write_pid
+
+    write_pid(settings)  # for ccproxy stop
     try:
         server.serve()
     finally:
+        remove_pid(settings)
         if writer is not None:  # after the workers: it writes what they sent last
             writer.terminate()
             writer.join(15)

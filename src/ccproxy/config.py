@@ -142,6 +142,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SEARXNG_URL", None, "a SearXNG server to search with (its JSON API: /search?format=json)"),
     Setting("BRAVE_API_KEY", None, "Brave Search API key to search with"),
     Setting("TAVILY_API_KEY", None, "Tavily API key to search with"),
+    Setting("CCPROXY_CLAUDE", None, "the claude CLI `ccproxy code` runs (default: claude on PATH)"),
     Setting("CCPROXY_CONFIG", None, "routing file (TOML): named upstreams and model rules; see docs/routing.md"),
     Setting(
         "CCPROXY_CONTEXT_WINDOW",
@@ -265,6 +266,7 @@ class Settings:
     allow_unauthenticated: bool = False
     protect_metrics: bool = False
     context_window: int | None = None  # the environment upstream's models' window (tokens)
+    claude_command: str | None = None  # the claude CLI for ``ccproxy code`` (default: from PATH)
     web_search: EngineConfig = SEARCH_DEFAULTS  # the engine the proxy searches with (websearch.py)
     drain_dir: Path | None = None  # started by the ccproxy command: report drains here, end with it
     store_socket: str | None = None  # the writer process's socket; None: write the store in-process
@@ -411,6 +413,7 @@ class Settings:
             think_tags=_switch(get, "CCPROXY_THINK_TAGS", "on"),
             web_search=_web_search(get),
             context_window=_number(get, "CCPROXY_CONTEXT_WINDOW", "0", int, 0) or None,
+            claude_command=get("CCPROXY_CLAUDE"),
             upstreams=file_upstreams,
             rules=rules,
             base_url_auth=base_url_auth,
@@ -623,6 +626,7 @@ def help_text() -> str:
     width = max(len(s.env) for s in SETTINGS)
     lines = [
         "usage: ccproxy [--help] [--version] [--check]",
+        "       ccproxy code [claude arguments…] | status | stop",
         "",
         "Serves the Anthropic Messages API (for Claude Code and the anthropic SDKs) and",
         "translates it to an OpenAI Chat Completions upstream.",
@@ -631,6 +635,12 @@ def help_text() -> str:
         "  --help      show this help and exit",
         "  --version   print the version and the active native implementation",
         "  --check     validate the settings, print what would be served, and exit",
+        "",
+        "commands:",
+        "  code        run Claude Code (the claude CLI) against this proxy, starting it in the background",
+        "              when it is not serving yet; arguments and exit code pass through",
+        "  status      is it serving? its upstreams, circuits and today's requests (exit 3: not serving)",
+        "  stop        stop the proxy serving with this data directory (a graceful drain)",
         "",
         "settings (environment variables):",
     ]

@@ -108,7 +108,22 @@ PROXY_VARIABLES = {n for name in ("http_proxy", "https_proxy", "all_proxy", "no_
 
 def start_proxy(upstream_base: str, data_dir: Path, **env: str) -> Proxy:
     port = free_port()
-    full_env = {
+    full_env = proxy_env(upstream_base, data_dir, port, **env)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Output goes to a file: a pipe nobody reads until the end would block a chatty server.
+    with (data_dir / "stdout.log").open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "ccproxy"], env=full_env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc)
+    except (RuntimeError, TimeoutError) as exc:
+        proc.kill()
+        raise RuntimeError(f"{exc}\n{(data_dir / 'stdout.log').read_text()}") from None
+    return Proxy(port, data_dir, proc)
+
+
+def proxy_env(upstream_base: str, data_dir: Path, port: int, **env: str) -> dict[str, str]:
+    """The environment a test proxy serves with (the mock as its upstream, files in data_dir)."""
+    return {
         **{k: v for k, v in os.environ.items() if k not in PROXY_VARIABLES},
         "OPENAI_API_KEY": UPSTREAM_KEY,
         "OPENAI_BASE_URL": f"{upstream_base}/v1",
@@ -126,16 +141,6 @@ def start_proxy(upstream_base: str, data_dir: Path, **env: str) -> Proxy:
         "CCPROXY_CIRCUIT_THRESHOLD": "100000",
         **env,
     }
-    data_dir.mkdir(parents=True, exist_ok=True)
-    # Output goes to a file: a pipe nobody reads until the end would block a chatty server.
-    with (data_dir / "stdout.log").open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "ccproxy"], env=full_env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", proc)
-    except (RuntimeError, TimeoutError) as exc:
-        proc.kill()
-        raise RuntimeError(f"{exc}\n{(data_dir / 'stdout.log').read_text()}") from None
-    return Proxy(port, data_dir, proc)
 
 
 def stop_proxy(proxy: Proxy) -> str:
