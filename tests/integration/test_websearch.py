@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -276,3 +277,51 @@ def test_engine_failures_are_search_errors(mock_upstream, monkeypatch, spec, cod
     with pytest.raises(SearchError) as failure:
         run_engine(SearxngEngine, mock_upstream, "", f"{key} q", mock_upstream.base)
     assert failure.value.error_code == code
+
+
+# --- a Responses upstream searches itself: its recorded answer, translated back -------------------
+
+RESPONSES_RECORDING = Path(__file__).resolve().parents[1] / "dialects" / "responses" / "openai-gpt-4o-web-search.json"
+
+
+@pytest.fixture(scope="module")
+def responses_proxy(mock_upstream, tmp_path_factory) -> Iterator[Proxy]:
+    data = tmp_path_factory.mktemp("responses-search")
+    config = data / "routes.toml"
+    config.write_text(
+        f'[upstreams.oai]\nkind = "responses"\nbase_url = "{mock_upstream.base}/v1"\napi_key_env = "TEST_KEY"\n\n'
+        '[[routes]]\nmatch = "claude-*"\nupstream = "oai"\nmodel = "gpt-4o"\n'
+    )
+    proxy = start_proxy(mock_upstream.base, data, CCPROXY_CONFIG=str(config), TEST_KEY="sk-test-0123456789abcdef")
+    yield proxy
+    stop_proxy(proxy)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_web_search_becomes_server_tool_blocks(responses_proxy, mock_upstream, stream):
+    recorded = RESPONSES_RECORDING.read_text()
+    key = mock_upstream.script({"text": recorded, "headers": {"content-type": "application/json"}})
+    body = web_search_request(key, stream=stream)
+    if stream:
+        message = assemble(raw_stream(responses_proxy, body))
+    else:
+        resp = post(responses_proxy, "/v1/messages", body)
+        assert resp.status_code == 200, resp.text
+        message = resp.json()
+    kinds = [b["type"] for b in message["content"]]
+    assert kinds == ["server_tool_use", "web_search_tool_result"] * 2 + ["text"]
+    first_use, first_result = message["content"][:2]
+    assert first_use["input"] == {"query": "Vercel AI SDK next version features"}
+    assert first_use["id"].startswith("srvtoolu_") and first_result["tool_use_id"] == first_use["id"]
+    assert [r["url"] for r in first_result["content"]] == ["https://vercel.com/blog", "https://github.com/vercel/ai"]
+    text = message["content"][-1]
+    assert text["text"].startswith("Last week in San Francisco")
+    citations = text["citations"]
+    assert len(citations) == 5 and {c["type"] for c in citations} == {"web_search_result_location"}
+    assert citations[0]["title"] == "Bruce Lee statue to be installed in SF Chinatown"
+    assert citations[0]["cited_text"].startswith("([axios.com](https://www.axios.com/local/san-francisco/2025/03/07")
+    assert message["usage"]["server_tool_use"] == {"web_search_requests": 2}
+    assert message["usage"]["input_tokens"] == 327 and message["usage"]["output_tokens"] == 770
+    sent = mock_upstream.requests(key)[0]["body"]
+    assert sent["tools"] == [{"type": "web_search"}] and sent["tool_choice"] == "required"
+    assert "web_search_call.action.sources" in sent["include"]

@@ -54,6 +54,7 @@ def assemble(events: list[tuple[str, dict]]) -> dict:
                 "input_json_delta": ("tool_use", "server_tool_use"),
                 "thinking_delta": ("thinking",),
                 "signature_delta": ("thinking",),
+                "citations_delta": ("text",),
             }[delta["type"]]
             assert block["type"] in kinds, f"{delta['type']} inside a {block['type']} block"
             if delta["type"] == "text_delta":
@@ -62,6 +63,8 @@ def assemble(events: list[tuple[str, dict]]) -> dict:
                 block["thinking"] += delta["thinking"]
             elif delta["type"] == "signature_delta":
                 block["signature"] += delta["signature"]
+            elif delta["type"] == "citations_delta":
+                block.setdefault("citations", []).append(delta["citation"])
             else:
                 buffers[open_index] += delta["partial_json"]
         elif name == "content_block_stop":

@@ -271,3 +271,41 @@ def test_long_tool_names_round_trip_through_responses():
         {short: long_name},
     )
     assert message["content"][0]["name"] == long_name
+
+
+# Events of a recorded Responses stream with web search (vercel/ai packages/openai/src/responses/
+# __fixtures__/openai-web-search-tool.1.chunks.txt @ 1050332, sequence numbers 4, 8 and 32-35):
+# JSON-equal to the recording's lines, except that event 8's list of 12 sources is cut to its first
+# two and the closing response.completed to the fields the translator reads.
+WEB_SEARCH_EVENTS = [
+    r'{"type":"response.output_item.added","sequence_number":4,"output_index":1,"item":{"id":"ws_68c187d0973881928c78c79e50ae028805ca09a4773fcd25","type":"web_search_call","status":"in_progress"}}',
+    r'{"type":"response.output_item.done","sequence_number":8,"output_index":1,"item":{"id":"ws_68c187d0973881928c78c79e50ae028805ca09a4773fcd25","type":"web_search_call","status":"completed","action":{"type":"search","query":"Berlin news today","sources":[{"type":"url","url":"https://www.reuters.com/world/europe/berlin-postpones-decision-military-engagement-regarding-ukraine-2025-09-04/"},{"type":"url","url":"https://www.wallpaper.com/art/exhibitions-shows/berlin-art-week-2025"}]}}}',  # noqa: E501
+    r'{"type":"response.output_item.added","sequence_number":32,"output_index":9,"item":{"id":"msg_68c187e279048192be3775da689aa25105ca09a4773fcd25","type":"message","status":"in_progress","content":[],"role":"assistant"}}',
+    r'{"type":"response.content_part.added","sequence_number":33,"item_id":"msg_68c187e279048192be3775da689aa25105ca09a4773fcd25","output_index":9,"content_index":0,"part":{"type":"output_text","annotations":[],"logprobs":[],"text":""}}',
+    r'{"type":"response.output_text.delta","sequence_number":34,"item_id":"msg_68c187e279048192be3775da689aa25105ca09a4773fcd25","output_index":9,"content_index":0,"delta":"Here\u2019s what\u2019s notable in Berlin today (September 10, 2025), based on three quick web searches:\n\n- Berlin Art Week 2025 kicks off today and runs through September 14. The city\u2019s autumn art season opens with more than 100 venues, featuring exhibitions from Patti Smith, Mark Leckey, Katharina Grosse, Carrie Mae Weems, and more. ([wallpaper.com](https://www.wallpaper.com/art/exhibitions-shows/berlin-art-week-2025))","logprobs":[],"obfuscation":"Y"}',  # noqa: E501
+    r'{"type":"response.output_text.annotation.added","sequence_number":35,"item_id":"msg_68c187e279048192be3775da689aa25105ca09a4773fcd25","output_index":9,"content_index":0,"annotation_index":0,"annotation":{"type":"url_citation","end_index":414,"start_index":327,"title":"What to see at Berlin Art Week 2025 | Wallpaper*","url":"https://www.wallpaper.com/art/exhibitions-shows/berlin-art-week-2025"}}',  # noqa: E501
+    r'{"type":"response.completed","sequence_number":55,"response":{"status":"completed","usage":{"input_tokens":10,"output_tokens":20}}}',
+]
+
+
+def test_responses_stream_web_search_and_citations():
+    from ccproxy.translate.responses_response import ResponsesStreamTranslator
+    from tests.support.sse import assemble, parse_sse
+
+    translator = ResponsesStreamTranslator("claude-opus-4-8", 100)
+    raw = translator.start() + b"".join(translator.feed(line.encode()) for line in WEB_SEARCH_EVENTS)
+    raw += translator.finish()
+    message = assemble(parse_sse(raw))
+    use, result, text = message["content"]
+    assert use["type"] == "server_tool_use" and use["input"] == {"query": "Berlin news today"}
+    assert result["type"] == "web_search_tool_result" and result["tool_use_id"] == use["id"]
+    assert [r["url"] for r in result["content"]][
+        1
+    ] == "https://www.wallpaper.com/art/exhibitions-shows/berlin-art-week-2025"
+    [cite] = text["citations"]
+    assert cite["type"] == "web_search_result_location" and cite["title"].startswith("What to see at Berlin")
+    assert (
+        cite["cited_text"] == "([wallpaper.com](https://www.wallpaper.com/art/exhibitions-shows/berlin-art-week-2025))"
+    )
+    assert message["usage"]["server_tool_use"] == {"web_search_requests": 1}
+    assert message["stop_reason"] == "end_turn"

@@ -122,10 +122,15 @@ def block_events(index: int, block: dict[str, Any]) -> bytes:
             "content_block_start", orjson.dumps({"type": "content_block_start", "index": index, "content_block": empty})
         )
     ]
+    deltas = (
+        [{"type": "citations_delta", "citation": c} for c in block.get("citations") or ()] if kind == "text" else []
+    )
     if delta is not None:
+        deltas.append(delta)
+    for one in deltas:
         out.append(
             frame_event(
-                "content_block_delta", orjson.dumps({"type": "content_block_delta", "index": index, "delta": delta})
+                "content_block_delta", orjson.dumps({"type": "content_block_delta", "index": index, "delta": one})
             )
         )
     out.append(frame_event("content_block_stop", orjson.dumps({"type": "content_block_stop", "index": index})))

@@ -18,6 +18,7 @@ from .chat_response import parse_arguments
 from .events import (
     StreamFailure,
     assistant_message,
+    block_events,
     client_tool_name,
     error_event,
     message_start_event,
@@ -58,11 +59,23 @@ def response_to_message(
         raise StreamFailure("api_error", f"upstream response failed: {message or 'no reason given'}")
     content: list[dict[str, Any]] = []
     chars = 0
-    for item in resp.get("output") or []:
-        if not isinstance(item, dict):
-            continue
+    output = [item for item in resp.get("output") or [] if isinstance(item, dict)]
+    titles = {  # url → title, from the answer's citations (a search's sources carry URLs only)
+        a.get("url"): a.get("title")
+        for item in output
+        if item.get("type") == "message"
+        for part in item.get("content") or []
+        if isinstance(part, dict)
+        for a in part.get("annotations") or []
+        if isinstance(a, dict) and a.get("type") == "url_citation"
+    }
+    searches = 0
+    for item in output:
         kind = item.get("type")
-        if kind == "reasoning":
+        if kind == "web_search_call":
+            searches += 1
+            content += search_blocks(item, titles)
+        elif kind == "reasoning":
             summary = "".join(part.get("text", "") for part in item.get("summary") or [] if isinstance(part, dict))
             encrypted = item.get("encrypted_content")
             if summary or encrypted:
@@ -74,7 +87,11 @@ def response_to_message(
                 if isinstance(part, dict) and part.get("type") in ("output_text", "refusal"):
                     text = part.get("text") if part.get("type") == "output_text" else part.get("refusal")
                     if isinstance(text, str) and text:
-                        content.append({"type": "text", "text": text})
+                        block: dict[str, Any] = {"type": "text", "text": text}
+                        citations = [c for a in part.get("annotations") or () if (c := citation(a, text))]
+                        if citations:
+                            block["citations"] = citations
+                        content.append(block)
                         chars += len(text)
         elif kind == "function_call":
             arguments = item.get("arguments")
@@ -95,9 +112,56 @@ def response_to_message(
         stop_reason = "refusal"
     else:
         stop_reason = "tool_use" if has_tools else "end_turn"
-    return assistant_message(
-        requested_model, content, stop_reason, response_usage(resp.get("usage"), input_estimate, max(1, chars // 4))
-    )
+    usage: dict[str, Any] = response_usage(resp.get("usage"), input_estimate, max(1, chars // 4))
+    if searches:
+        usage["server_tool_use"] = {"web_search_requests": searches}
+    return assistant_message(requested_model, content, stop_reason, usage)
+
+
+def search_blocks(item: dict[str, Any], titles: dict[Any, Any]) -> list[dict[str, Any]]:
+    """A ``web_search_call`` output item as Anthropic's server_tool_use and its result block."""
+    action = item.get("action") if isinstance(item.get("action"), dict) else {}
+    query = action.get("query") if isinstance(action.get("query"), str) else ""
+    srv_id = "srvtoolu_" + str(item.get("id") or new_tool_id()).removeprefix("ws_")
+    results = []
+    for source in action.get("sources") or ():
+        url = source.get("url") if isinstance(source, dict) else None
+        if isinstance(url, str) and url:
+            title = titles.get(url)
+            results.append(
+                {
+                    "type": "web_search_result",
+                    "url": url,
+                    "title": title if isinstance(title, str) and title else url,
+                    "encrypted_content": "",
+                    "page_age": None,
+                }
+            )
+    content: Any = results
+    if item.get("status") == "failed":
+        content = {"type": "web_search_tool_result_error", "error_code": "unavailable"}
+    return [
+        {"type": "server_tool_use", "id": srv_id, "name": "web_search", "input": {"query": query}},
+        {"type": "web_search_tool_result", "tool_use_id": srv_id, "content": content},
+    ]
+
+
+def citation(annotation: Any, text: str) -> dict[str, Any] | None:
+    """A ``url_citation`` annotation as a ``web_search_result_location`` citation."""
+    if not isinstance(annotation, dict) or annotation.get("type") != "url_citation":
+        return None
+    url = annotation.get("url")
+    if not isinstance(url, str):
+        return None
+    start, end = annotation.get("start_index"), annotation.get("end_index")
+    cited = text[start:end] if isinstance(start, int) and isinstance(end, int) else ""
+    return {
+        "type": "web_search_result_location",
+        "url": url,
+        "title": annotation.get("title") if isinstance(annotation.get("title"), str) else url,
+        "encrypted_index": "",
+        "cited_text": cited[:150],
+    }
 
 
 # --- streaming -----------------------------------------------------------------------------
@@ -129,6 +193,8 @@ class ResponsesStreamTranslator:
         self._tools = 0
         self._chars = 0
         self._out: list[bytes] = []
+        self._text = ""  # the open text block's text so far (citations quote it)
+        self._searches = 0
 
     def start(self) -> bytes:
         return message_start_event(self.message_id, self.model, self.input_estimate)
@@ -169,6 +235,7 @@ class ResponsesStreamTranslator:
 
     def _start(self, item_id: str, kind: str, block: dict[str, Any]) -> None:
         self._close()
+        self._text = ""
         self._index, self._next = self._next, self._next + 1
         self._open_item, self._kind = item_id, kind
         self._out.append(
@@ -232,7 +299,18 @@ class ResponsesStreamTranslator:
         delta = event.get("delta")
         if isinstance(delta, str) and delta and self._ensure(str(event.get("item_id")), "text"):
             self._chars += len(delta)
+            self._text += delta
             self._out.append(content_delta(self._index, "text_delta", "text", delta))
+
+    def _annotation(self, event: dict[str, Any]) -> None:
+        found = citation(event.get("annotation"), self._text)
+        if found is not None and self._open_item == str(event.get("item_id")) and self._kind == "text":
+            delta = {
+                "type": "content_block_delta",
+                "index": self._index,
+                "delta": {"type": "citations_delta", "citation": found},
+            }
+            self._out.append(frame_event("content_block_delta", orjson.dumps(delta)))
 
     def _summary_delta(self, event: dict[str, Any]) -> None:
         delta = event.get("delta")
@@ -256,6 +334,13 @@ class ResponsesStreamTranslator:
     def _item_done(self, event: dict[str, Any]) -> None:
         item = event.get("item") or {}
         item_id = str(item.get("id") or event.get("output_index"))
+        if item.get("type") == "web_search_call":  # whole once done: the query and its sources
+            self._close()
+            self._searches += 1
+            for block in search_blocks(item, {}):
+                self._out.append(block_events(self._next, block))
+                self._next += 1
+            return
         if item.get("type") == "reasoning" and item.get("encrypted_content") and self._ensure(item_id, "thinking"):
             signature = encode_signature(str(item.get("id", "")), item["encrypted_content"])
             self._out.append(content_delta(self._index, "signature_delta", "signature", signature))
@@ -276,10 +361,13 @@ class ResponsesStreamTranslator:
             self._start("empty", "text", {"type": "text", "text": ""})
             self._close()
         self.usage = response_usage(response.get("usage"), self.input_estimate, max(1, self._chars // 4))
+        usage: dict[str, Any] = self.usage
+        if self._searches:
+            usage = {**usage, "server_tool_use": {"web_search_requests": self._searches}}
         delta = {
             "type": "message_delta",
             "delta": {"stop_reason": self.stop_reason, "stop_sequence": None},
-            "usage": self.usage,
+            "usage": usage,
         }
         self._out.append(frame_event("message_delta", orjson.dumps(delta)))
         self._out.append(frame_event("message_stop", b'{"type":"message_stop"}'))
@@ -294,6 +382,7 @@ class ResponsesStreamTranslator:
 _HANDLERS = {
     "response.output_item.added": ResponsesStreamTranslator._item_added,
     "response.output_text.delta": ResponsesStreamTranslator._text_delta,
+    "response.output_text.annotation.added": ResponsesStreamTranslator._annotation,
     "response.refusal.delta": ResponsesStreamTranslator._text_delta,
     "response.reasoning_summary_text.delta": ResponsesStreamTranslator._summary_delta,
     "response.function_call_arguments.delta": ResponsesStreamTranslator._args_delta,
