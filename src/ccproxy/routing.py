@@ -39,6 +39,9 @@ class UpstreamOptions:
     prompt_cache_key: bool = False  # send prompt_cache_key (OpenAI); others may reject unknown fields
     schema_drop_keys: tuple[str, ...] = ()  # JSON-schema keywords a strict upstream rejects in tools
     think_tags: bool = True  # read <think>…</think> at the start of an answer as thinking
+    # Anthropic's web_search server tool: "auto" (the upstream's own search where it has one, else
+    # the proxy's engine), "plugin" (OpenRouter's web plugin), "engine" (the proxy's), "off"
+    web_search: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)

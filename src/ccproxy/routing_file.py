@@ -40,7 +40,9 @@ _UPSTREAM_KEYS = {
     "think_tags",
     "context_window",
     "context_windows",
+    "web_search",
 }
+WEB_SEARCH_MODES = ("auto", "plugin", "engine", "off")
 # Rule conditions on what a request needs (routing.Traits), besides min_input_tokens
 _TRAIT_SWITCHES = ("thinking", "web_search", "images", "background")
 _RULE_KEYS = {
@@ -166,6 +168,9 @@ def _upstream(path: Path, name: str, table: Any, get: Callable[[str], str | None
         raise ConfigError(
             f"{where}.schema_drop_keys must be a list of JSON-schema keywords, e.g. ['$schema', 'format']"
         )
+    web_search = table.get("web_search", "auto")
+    if web_search not in WEB_SEARCH_MODES:
+        raise ConfigError(f"{where}.web_search must be one of {', '.join(WEB_SEARCH_MODES)}")
     think_tags = table.get("think_tags", True)
     if not isinstance(think_tags, bool):
         raise ConfigError(f"{where}.think_tags must be true or false")
@@ -196,6 +201,7 @@ def _upstream(path: Path, name: str, table: Any, get: Callable[[str], str | None
             prompt_cache_key=cache_key,
             schema_drop_keys=tuple(drop),
             think_tags=think_tags,
+            web_search=web_search,
         ),
         max_output_tokens=limit,
         model_limits=per_model,  # type: ignore[arg-type]

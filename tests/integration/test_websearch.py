@@ -325,3 +325,55 @@ def test_responses_web_search_becomes_server_tool_blocks(responses_proxy, mock_u
     sent = mock_upstream.requests(key)[0]["body"]
     assert sent["tools"] == [{"type": "web_search"}] and sent["tool_choice"] == "required"
     assert "web_search_call.action.sources" in sent["include"]
+
+
+# --- an upstream with its own web plugin (OpenRouter's; `web_search = "plugin"` in the routing file) --
+
+
+@pytest.fixture(scope="module")
+def plugin_proxy(mock_upstream, tmp_path_factory) -> Iterator[Proxy]:
+    data = tmp_path_factory.mktemp("plugin-search")
+    config = data / "routes.toml"
+    config.write_text(
+        f'[upstreams.router]\nkind = "chat"\nbase_url = "{mock_upstream.base}/v1"\napi_key_env = "TEST_KEY"\n'
+        'web_search = "plugin"\n\n[[routes]]\nmatch = "claude-*"\nupstream = "router"\nmodel = "openai/gpt-4o"\n'
+    )
+    proxy = start_proxy(mock_upstream.base, data, CCPROXY_CONFIG=str(config), TEST_KEY="sk-test-0123456789abcdef")
+    yield proxy
+    stop_proxy(proxy)
+
+
+def test_plugin_search_citations_become_the_results(plugin_proxy, mock_upstream):
+    text = "Python 3.14 is out (python.org)."
+    # OpenRouter's documented shape: url_citation annotations on the message
+    annotations = [
+        {
+            "type": "url_citation",
+            "url_citation": {
+                "url": "https://www.python.org/downloads/",
+                "title": "Download Python",
+                "content": "The latest release",
+                "start_index": 20,
+                "end_index": 31,
+            },
+        }
+    ]
+    answer = completion(text)
+    answer["choices"][0]["message"]["annotations"] = annotations
+    key = mock_upstream.script({"json": answer})
+    message = assemble(raw_stream(plugin_proxy, web_search_request(key)))
+    use, result, block = message["content"]
+    assert use["input"] == {"query": key} and result["tool_use_id"] == use["id"]
+    assert result["content"] == [
+        {
+            "type": "web_search_result",
+            "url": "https://www.python.org/downloads/",
+            "title": "Download Python",
+            "encrypted_content": "",
+            "page_age": None,
+        }
+    ]
+    assert block["text"] == text and block["citations"][0]["cited_text"] == "python.org)"
+    assert message["usage"]["server_tool_use"] == {"web_search_requests": 1}
+    [sent] = mock_upstream.requests(key)
+    assert sent["body"]["plugins"] == [{"id": "web", "max_results": 5}] and "tools" not in sent["body"]

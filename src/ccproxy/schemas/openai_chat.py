@@ -62,6 +62,8 @@ class ResponseMessage(msgspec.Struct):
     reasoning: str | None = None
     reasoning_details: list[Any] | None = None  # OpenRouter: reasoning as typed items
     tool_calls: list[ToolCall] | None = None
+    # url_citation annotations (OpenRouter's web plugin, OpenAI's search models)
+    annotations: list[Any] | None = None
 
 
 class Choice(msgspec.Struct):

@@ -238,6 +238,27 @@ def stop_reason_for(finish_reason: str | None, has_tool_use: bool) -> str:
     return reason
 
 
+def url_citation(annotation: Any, text: str) -> dict[str, Any] | None:
+    """A Chat ``url_citation`` annotation (``{type, url_citation: {url, title, content,
+    start_index, end_index}}``) as Anthropic's ``web_search_result_location`` citation."""
+    if not isinstance(annotation, dict) or annotation.get("type") != "url_citation":
+        return None
+    cite = annotation.get("url_citation") or annotation
+    url = cite.get("url") if isinstance(cite, dict) else None
+    if not isinstance(url, str) or not url:
+        return None
+    start, end = cite.get("start_index"), cite.get("end_index")
+    quoted = text[start:end] if isinstance(start, int) and isinstance(end, int) and end > start else ""
+    title = cite.get("title")
+    return {
+        "type": "web_search_result_location",
+        "url": url,
+        "title": title if isinstance(title, str) and title else url,
+        "encrypted_index": "",
+        "cited_text": (quoted or (cite.get("content") if isinstance(cite.get("content"), str) else ""))[:150],
+    }
+
+
 def parse_arguments(arguments: str | None) -> dict[str, Any]:
     if not arguments or not arguments.strip():
         return {}
@@ -277,7 +298,11 @@ def completion_to_message(
             chars += len(reasoning)
         text = text or msg.refusal or ""
         if text:
-            content.append({"type": "text", "text": text})
+            block: dict[str, Any] = {"type": "text", "text": text}
+            citations = [c for a in msg.annotations or () if (c := url_citation(a, text))]
+            if citations:
+                block["citations"] = citations
+            content.append(block)
             chars += len(text)
         for call in msg.tool_calls or []:
             fn = call.function

@@ -21,7 +21,15 @@ from ..translate.chat_response import ChatStreamTranslator, completion_to_messag
 from ..translate.events import StreamFailure, StreamTranslator, message_events
 from ..websearch import Engine
 from .base import Exchange
-from .chat_search import SearchRun, search_events, search_message, search_plan, with_search_function
+from .chat_search import (
+    ProviderSearch,
+    SearchRun,
+    search_events,
+    search_message,
+    search_plan,
+    with_provider_search,
+    with_search_function,
+)
 from .client import HttpClient, UpstreamReadError, UpstreamResponse, read_failure
 
 
@@ -44,10 +52,12 @@ class ChatUpstream:
         basic_auth: str | None = None,
         think_tags: bool = True,
         search: Engine | None = None,
+        provider_search: bool = False,
     ) -> None:
         self.client = client
         self.think_tags = think_tags
         self.search = search  # runs the web_search server tool (None: searching is unavailable)
+        self.provider_search = provider_search  # the upstream searches itself (OpenRouter's web plugin)
         self.url = f"{base_url}{self.endpoint}"
         self.api_key_env = api_key_env
         self.redact = redactor
@@ -67,7 +77,10 @@ class ChatUpstream:
         if self.kind == "chat" and req.tools:
             exchange.web_search = search_plan(req)
             if exchange.web_search is not None:
-                body = with_search_function(body, req)
+                if self.provider_search:
+                    body = with_provider_search(body, exchange.web_search)
+                else:
+                    body = with_search_function(body, req)
         try:
             return compact(orjson.dumps(body))
         except orjson.JSONEncodeError as exc:  # e.g. max_tokens beyond 64 bits
@@ -83,10 +96,15 @@ class ChatUpstream:
 
     async def create(self, payload: bytes, exchange: Exchange) -> Response:
         if exchange.web_search is not None:
-            message = await search_message(SearchRun(self, self.search, exchange.web_search, payload, exchange))
+            message = await search_message(self._search_run(payload, exchange))
         else:
             message = await self.complete(payload, exchange)
         return Response(200, orjson.dumps(message))
+
+    def _search_run(self, payload: bytes, exchange: Exchange) -> SearchRun | ProviderSearch:
+        if self.provider_search:
+            return ProviderSearch(self, exchange.web_search, payload, exchange)
+        return SearchRun(self, self.search, exchange.web_search, payload, exchange)
 
     async def complete(self, payload: bytes, exchange: Exchange) -> dict[str, Any]:
         """One whole (non-streamed) completion, translated."""
@@ -112,7 +130,7 @@ class ChatUpstream:
 
     async def open_stream(self, payload: bytes, exchange: Exchange) -> AsyncIterator[bytes]:
         if exchange.web_search is not None:
-            return await search_events(SearchRun(self, self.search, exchange.web_search, payload, exchange))
+            return await search_events(self._search_run(payload, exchange))
         resp = await self._send(payload, exchange)
         if resp.status >= 400:
             try:

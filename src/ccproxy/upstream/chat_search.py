@@ -77,6 +77,10 @@ def server_tool_id() -> str:
     return f"srvtoolu_{_ID_PREFIX}{next(_ids):012x}"
 
 
+def search_use(srv_id: str, query: str) -> dict[str, Any]:
+    return {"type": "server_tool_use", "id": srv_id, "name": "web_search", "input": {"query": query}}
+
+
 @dataclass(slots=True)
 class SearchPlan:
     """The request's web_search server tool: how often and where it may search."""
@@ -126,6 +130,65 @@ def with_search_function(chat: dict[str, Any], req: MessagesRequest) -> dict[str
     return chat
 
 
+def with_provider_search(chat: dict[str, Any], plan: SearchPlan) -> dict[str, Any]:
+    """OpenRouter searches itself (its web plugin): the request asks for it; one whole round."""
+    chat["plugins"] = [{"id": "web", "max_results": 5}]
+    chat.pop("stream", None)
+    chat.pop("stream_options", None)
+    return chat
+
+
+class ProviderSearch:
+    """A round on an upstream that searches by itself (OpenRouter's web plugin): its answer's
+    citations become the search's results. The provider does not say what it searched for, so
+    the block's query is what the client asked to search."""
+
+    def __init__(self, adapter: Completes, plan: SearchPlan, payload: bytes, exchange: Exchange) -> None:
+        self.adapter = adapter
+        self.plan = plan
+        self.payload = payload
+        self.exchange = exchange
+        self.done = False
+        self.stop_reason = "end_turn"
+        self.usage: dict[str, Any] = {}
+        self.uses = 0
+
+    def final_usage(self) -> dict[str, Any]:
+        return {**self.usage, "server_tool_use": {"web_search_requests": self.uses}}
+
+    async def round(self) -> list[dict[str, Any]]:
+        message = await self.adapter.complete(self.payload, self.exchange)
+        self.done = True
+        self.usage = dict(message["usage"])
+        self.stop_reason = message["stop_reason"]
+        found: dict[str, str] = {}
+        for block in message["content"]:
+            for cite in block.get("citations") or () if block["type"] == "text" else ():
+                found.setdefault(cite["url"], cite["title"])
+        if not found:
+            return message["content"]
+        self.uses = 1
+        srv_id = server_tool_id()
+        results = [
+            {"type": "web_search_result", "url": url, "title": title, "encrypted_content": "", "page_age": None}
+            for url, title in found.items()
+        ]
+        return [
+            {
+                "type": "server_tool_use",
+                "id": srv_id,
+                "name": "web_search",
+                "input": {"query": self.plan.fallback_query},
+            },
+            {"type": "web_search_tool_result", "tool_use_id": srv_id, "content": results},
+            *message["content"],
+        ]
+
+    def _finish(self) -> None:
+        self.exchange.usage = dict(self.usage)
+        self.exchange.stop_reason = self.stop_reason
+
+
 class SearchRun:
     def __init__(
         self, adapter: Completes, engine: Engine | None, plan: SearchPlan, payload: bytes, exchange: Exchange
@@ -171,7 +234,7 @@ class SearchRun:
             srv_id = server_tool_id()
             query = call["input"].get("query") if isinstance(call["input"], dict) else None
             query = query if isinstance(query, str) else ""
-            blocks.append({"type": "server_tool_use", "id": srv_id, "name": "web_search", "input": {"query": query}})
+            blocks.append(search_use(srv_id, query))
             content, text = await self._search(query)
             blocks.append({"type": "web_search_tool_result", "tool_use_id": srv_id, "content": content})
             replies.append({"role": "tool", "tool_call_id": call["id"], "content": text})
@@ -240,7 +303,7 @@ def _result_block(result: SearchResult) -> dict[str, Any]:
     }
 
 
-async def search_message(run: SearchRun) -> dict[str, Any]:
+async def search_message(run: SearchRun | ProviderSearch) -> dict[str, Any]:
     """Every round, as one Anthropic message."""
     blocks: list[dict[str, Any]] = []
     while not run.done:
@@ -250,13 +313,13 @@ async def search_message(run: SearchRun) -> dict[str, Any]:
     return assistant_message(model, blocks, run.stop_reason, run.final_usage())
 
 
-async def search_events(run: SearchRun) -> AsyncIterator[bytes]:
+async def search_events(run: SearchRun | ProviderSearch) -> AsyncIterator[bytes]:
     """The rounds as an SSE stream; the first round runs before this is returned."""
     first = await run.round()
     return _stream(run, first)
 
 
-async def _stream(run: SearchRun, first: list[dict[str, Any]]) -> AsyncIterator[bytes]:
+async def _stream(run: SearchRun | ProviderSearch, first: list[dict[str, Any]]) -> AsyncIterator[bytes]:
     exchange = run.exchange
     start = message_start_event(new_message_id(), exchange.route.requested_model, estimate_tokens(exchange.body_size))
     out = [start]

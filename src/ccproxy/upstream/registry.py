@@ -16,7 +16,7 @@ from ..headerrules import HeaderRules
 from ..ratelimit import RateLimiter
 from ..redact import Redactor
 from ..resilience import CircuitBreaker, RetryBudget, RetryPolicy
-from ..routing import DEFAULT_UPSTREAM
+from ..routing import DEFAULT_UPSTREAM, UpstreamOptions
 from ..shared import Shared
 from ..websearch import Engine, create_engine
 from .anthropic import AnthropicUpstream
@@ -106,6 +106,7 @@ class Upstreams:
                 basic_auth=s.base_url_auth,
                 think_tags=s.think_tags,
                 search=self.search_engine(),
+                provider_search=self._searches_itself(s.base_url),
             )
         else:
             config = next(u for u in s.upstreams if u.name == name)
@@ -122,10 +123,20 @@ class Upstreams:
                     config.headers,
                     basic_auth=config.basic_auth,
                     think_tags=config.options.think_tags,
-                    search=self.search_engine(),
+                    search=None if config.options.web_search == "off" else self.search_engine(),
+                    provider_search=config.kind == "chat" and self._searches_itself(config.base_url, config.options),
                 )
         adapter.header_rules = self.header_rules
         return adapter
+
+    def _searches_itself(self, base_url: str, options: UpstreamOptions | None = None) -> bool:
+        """Whether a Chat upstream searches by itself (OpenRouter's web plugin): the routing file
+        says "plugin", or, with "auto" (and CCPROXY_WEB_SEARCH=auto), it is OpenRouter. Responses
+        upstreams always use their own web_search tool."""
+        mode = options.web_search if options is not None else "auto"
+        if mode == "plugin":
+            return True
+        return mode == "auto" and self.settings.web_search.mode == "auto" and "openrouter.ai" in base_url
 
     def breaker(self, name: str) -> CircuitBreaker:
         breaker = self.breakers.get(name)
