@@ -38,10 +38,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"ccproxy: {exc}", file=sys.stderr)
+    settings = _settings()
+    if settings is None:
         return 2
     from . import _native
 
@@ -65,14 +63,21 @@ def command(name: str, args: list[str]) -> int:
     if name != "code" and args:
         print(f"ccproxy {name}: takes no arguments (settings come from the environment)", file=sys.stderr)
         return 2
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"ccproxy: {exc}", file=sys.stderr)
+    settings = _settings()
+    if settings is None:
         return 2
     if name == "code":
         return launcher.code(settings, args)
     return launcher.status(settings) if name == "status" else launcher.stop(settings)
+
+
+def _settings() -> Settings | None:
+    """The settings, or None after saying in one line what is wrong with them."""
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        print(f"ccproxy: {exc}", file=sys.stderr)
+        return None
 
 
 def serve(settings: Settings) -> int:

@@ -284,15 +284,19 @@ def test_engine_failures_are_search_errors(mock_upstream, monkeypatch, spec, cod
 RESPONSES_RECORDING = Path(__file__).resolve().parents[1] / "dialects" / "responses" / "openai-gpt-4o-web-search.json"
 
 
-@pytest.fixture(scope="module")
-def responses_proxy(mock_upstream, tmp_path_factory) -> Iterator[Proxy]:
-    data = tmp_path_factory.mktemp("responses-search")
+def one_upstream_proxy(mock_upstream, data: Path, kind: str, extra: str = "") -> Proxy:
+    """A proxy whose claude-* models all go to one upstream of ``kind`` at the mock."""
     config = data / "routes.toml"
     config.write_text(
-        f'[upstreams.oai]\nkind = "responses"\nbase_url = "{mock_upstream.base}/v1"\napi_key_env = "TEST_KEY"\n\n'
-        '[[routes]]\nmatch = "claude-*"\nupstream = "oai"\nmodel = "gpt-4o"\n'
+        f'[upstreams.up]\nkind = "{kind}"\nbase_url = "{mock_upstream.base}/v1"\napi_key_env = "TEST_KEY"\n{extra}\n'
+        '[[routes]]\nmatch = "claude-*"\nupstream = "up"\nmodel = "gpt-4o"\n'
     )
-    proxy = start_proxy(mock_upstream.base, data, CCPROXY_CONFIG=str(config), TEST_KEY="sk-test-0123456789abcdef")
+    return start_proxy(mock_upstream.base, data, CCPROXY_CONFIG=str(config), TEST_KEY="sk-test-0123456789abcdef")
+
+
+@pytest.fixture(scope="module")
+def responses_proxy(mock_upstream, tmp_path_factory) -> Iterator[Proxy]:
+    proxy = one_upstream_proxy(mock_upstream, tmp_path_factory.mktemp("responses-search"), "responses")
     yield proxy
     stop_proxy(proxy)
 
@@ -333,12 +337,7 @@ def test_responses_web_search_becomes_server_tool_blocks(responses_proxy, mock_u
 @pytest.fixture(scope="module")
 def plugin_proxy(mock_upstream, tmp_path_factory) -> Iterator[Proxy]:
     data = tmp_path_factory.mktemp("plugin-search")
-    config = data / "routes.toml"
-    config.write_text(
-        f'[upstreams.router]\nkind = "chat"\nbase_url = "{mock_upstream.base}/v1"\napi_key_env = "TEST_KEY"\n'
-        'web_search = "plugin"\n\n[[routes]]\nmatch = "claude-*"\nupstream = "router"\nmodel = "openai/gpt-4o"\n'
-    )
-    proxy = start_proxy(mock_upstream.base, data, CCPROXY_CONFIG=str(config), TEST_KEY="sk-test-0123456789abcdef")
+    proxy = one_upstream_proxy(mock_upstream, data, "chat", 'web_search = "plugin"\n')
     yield proxy
     stop_proxy(proxy)
 

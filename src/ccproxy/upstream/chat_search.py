@@ -174,12 +174,7 @@ class ProviderSearch:
             for url, title in found.items()
         ]
         return [
-            {
-                "type": "server_tool_use",
-                "id": srv_id,
-                "name": "web_search",
-                "input": {"query": self.plan.fallback_query},
-            },
+            search_use(srv_id, self.plan.fallback_query),
             {"type": "web_search_tool_result", "tool_use_id": srv_id, "content": results},
             *message["content"],
         ]
@@ -278,12 +273,7 @@ class SearchRun:
         srv_id = server_tool_id()
         error = {"type": "web_search_tool_result_error", "error_code": "unavailable"}
         return [
-            {
-                "type": "server_tool_use",
-                "id": srv_id,
-                "name": "web_search",
-                "input": {"query": self.plan.fallback_query},
-            },
+            search_use(srv_id, self.plan.fallback_query),
             {"type": "web_search_tool_result", "tool_use_id": srv_id, "content": error},
             {"type": "text", "text": UNAVAILABLE_TEXT},
         ]
