@@ -11,7 +11,8 @@ import orjson
 import pytest
 
 from ccproxy.schemas.openai_chat import decode_completion
-from ccproxy.translate.chat_response import ChatStreamTranslator, ThinkTags, completion_to_message
+from ccproxy.translate.chat_fields import ThinkTags
+from ccproxy.translate.chat_response import ChatStreamTranslator, completion_to_message
 from ccproxy.translate.events import StreamFailure
 from tests.support.sse import assemble, parse_sse
 

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from .._native import content_delta, frame_event
-from .chat_response import parse_arguments
+from .chat_fields import parse_arguments
 from .events import (
     StreamFailure,
     assistant_message,
