@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from random import getrandbits
 from typing import Any
 
-from . import tokens
+from . import pg, tokens
 from .access import PROXY, SECURITY_HEADERS, Access, classify
 from .anthropic_api import AnthropicApi
 from .cache import ResponseCache
@@ -54,7 +54,6 @@ from .serving import (
     serve_rsgi,
 )
 from .shared import CIRCUIT_SYNC, Shared, Unavailable
-from .store import DB_ERRORS
 from .upstream.base import Upstream
 from .upstream.registry import Upstreams
 
@@ -223,7 +222,7 @@ class ProxyApp:
             response = error_response(exc, req.request_id)
         except ClientDisconnected:
             return Response(499, b"")
-        except DB_ERRORS as exc:  # the request log's database failed (e.g. PostgreSQL restarting)
+        except pg.DB_ERRORS as exc:  # the request log's database failed (e.g. PostgreSQL restarting)
             log.warning("request log query failed in %s %s: %s", req.method, path, exc)
             unavailable = ProxyError(503, "the request log is unavailable right now; try again", "api_error")
             response = error_response(unavailable, req.request_id)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -114,30 +116,39 @@ def serve(settings: Settings) -> int:
         remove_pid(settings)
         if writer is not None:  # after the workers: it writes what they sent last
             writer.terminate()
-            writer.join(15)
+            try:
+                writer.wait(15)
+            except subprocess.TimeoutExpired:
+                writer.kill()
         shutil.rmtree(drain_dir, ignore_errors=True)
     return 0
 
 
-def _start_store_writer(settings: Settings, socket_path: Path) -> object | None:
-    """The request log's writer process (store.serve_store), ready before any worker starts."""
+def _start_store_writer(settings: Settings, socket_path: Path) -> subprocess.Popen | None:
+    """The request log's writer process (``python -m ccproxy.store``), ready before any worker
+    starts. A plain interpreter, not a multiprocessing child: that would re-import this command's
+    modules in the writer and start a resource tracker beside it (~35 MB between them). Its
+    settings go through a pipe, never the command line (a PostgreSQL URL may hold a password)."""
     if settings.db_path is None:
         return None
-    import multiprocessing
-
     from .pg import describe
-    from .store import serve_store
 
-    process = multiprocessing.get_context("spawn").Process(
-        target=serve_store,
-        args=(str(settings.db_path), str(socket_path), settings.log_retention_days, settings.log_max_db_bytes),
-        name="ccproxy-store",
-        daemon=True,
+    process = subprocess.Popen([sys.executable, "-m", "ccproxy.store"], stdin=subprocess.PIPE, start_new_session=False)
+    assert process.stdin is not None
+    process.stdin.write(
+        json.dumps(
+            {
+                "db_path": str(settings.db_path),
+                "socket_path": str(socket_path),
+                "retention_days": settings.log_retention_days,
+                "max_bytes": settings.log_max_db_bytes,
+            }
+        ).encode()
     )
-    process.start()
+    process.stdin.close()
     deadline = time.monotonic() + 15
     while not socket_path.exists():
-        if not process.is_alive() or time.monotonic() > deadline:
+        if process.poll() is not None or time.monotonic() > deadline:
             print(f"ccproxy: the request log writer did not start ({describe(settings.db_path)})", file=sys.stderr)
             process.kill()
             return None

@@ -19,8 +19,9 @@ from typing import Any
 
 import orjson
 
+from . import pg
 from .errors import ProxyError, invalid_request
-from .store import DB_ERRORS, connect
+from .store import connect
 
 MAX_PAGE = 1000  # largest page of /api/requests
 MAX_SUMMARY = 100_000  # "limit=0 (unlimited)" of /api/requests/summary is capped here
@@ -97,7 +98,7 @@ class Dashboard:
             try:
                 conn = connect(self.db_path)
                 conn.execute("SELECT 1 FROM requests LIMIT 0")
-            except DB_ERRORS as exc:
+            except pg.DB_ERRORS as exc:
                 raise ProxyError(503, f"the request log is unavailable: {exc}", "api_error") from None
             if isinstance(conn, sqlite3.Connection):  # (pg.Connection's rows read by name already)
                 conn.row_factory = sqlite3.Row

@@ -15,15 +15,31 @@ as on SQLite.
 from __future__ import annotations
 
 import re
+import sqlite3
 from decimal import Decimal
 from typing import Any
 
 from .redact import without_password
 
-try:
-    import psycopg
-except ImportError:  # pragma: no cover - the optional extra is missing
-    psycopg = None  # type: ignore[assignment]
+# What a failing request-log database raises. psycopg's errors join once PostgreSQL is used:
+# psycopg is imported then, not before (~20 MB per process that every SQLite user would carry).
+# Read it as ``pg.DB_ERRORS`` when the exception is caught, never copied at import time.
+DB_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error,)
+_psycopg: Any = None
+
+
+def driver() -> Any:
+    """psycopg, imported on first use."""
+    global _psycopg, DB_ERRORS
+    if _psycopg is None:
+        try:
+            import psycopg
+        except ImportError:  # the optional extra is missing
+            raise RuntimeError("DATABASE_URL needs psycopg 3: pip install 'ccproxy[postgres]'") from None
+        _psycopg = psycopg
+        DB_ERRORS = (sqlite3.Error, psycopg.Error)
+    return _psycopg
+
 
 _DATE = re.compile(r"date\(([^()]*(?:\([^()]*\))?[^()]*), 'unixepoch'\)")
 _JSON_FIELD = re.compile(r"json_extract\((\w+), '\$\.(\w+)'\)")
@@ -100,9 +116,7 @@ class Connection:
     """The subset of ``sqlite3.Connection`` the store and the dashboard use."""
 
     def __init__(self, url: str) -> None:
-        if psycopg is None:
-            raise RuntimeError("DATABASE_URL needs psycopg 3: pip install 'ccproxy[postgres]'")
-        self._conn = psycopg.connect(url, autocommit=True, row_factory=_row_factory, connect_timeout=10)
+        self._conn = driver().connect(url, autocommit=True, row_factory=_row_factory, connect_timeout=10)
 
     def execute(self, sql: str, params: Any = ()) -> Any:
         return self._conn.execute(translate(sql), tuple(map(_value, params)))
@@ -118,7 +132,3 @@ class Connection:
 
     def close(self) -> None:
         self._conn.close()
-
-
-def errors() -> tuple[type[BaseException], ...]:
-    return (psycopg.Error,) if psycopg is not None else ()

@@ -68,6 +68,12 @@ class Call:
         except orjson.JSONDecodeError:  # integers beyond a double (valid JSON, decoded already)
             return msgspec.json.decode(self.body)
 
+    def release(self) -> None:
+        """The upstream answered: no attempt will need the request again (a stream can run for
+        minutes, and a turn's payload is ~100 KB)."""
+        self._payloads.clear()
+        self.parsed = self.body = None
+
     def payload(self, upstream: Upstream) -> bytes:
         name = self.exchange.route.upstream
         payload = self._payloads.get(name)
@@ -155,6 +161,7 @@ class Messages:
         held = Held(self.upstreams)
         try:
             outcome = await self._answer(req, call, held)
+            call.release()
         except BaseException as exc:
             held.settle()
             if isinstance(exc, ProxyError):

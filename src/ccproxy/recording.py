@@ -18,13 +18,14 @@ import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from . import pg
 from .config import Settings
 from .logs import JsonLinesWriter
 from .pg import describe
 from .redact import Redactor
 from .schemas.anthropic import MessagesRequest
 from .serving import Request
-from .store import DB_ERRORS, RATELIMIT_HEADERS, RequestStore, StoreClient
+from .store import RATELIMIT_HEADERS, RequestStore, StoreClient
 from .upstream.base import Exchange
 
 log = logging.getLogger("ccproxy.recording")
@@ -57,7 +58,7 @@ class Recorder:
             return
         try:
             self.store = await asyncio.to_thread(RequestStore, s.db_path, s.log_retention_days, s.log_max_db_bytes)
-        except (OSError, RuntimeError, *DB_ERRORS) as exc:  # serve anyway; say why
+        except (OSError, RuntimeError, *pg.DB_ERRORS) as exc:  # serve anyway; say why
             log.error("request log disabled: cannot open %s: %s", describe(s.db_path), exc)
 
     async def close(self) -> None:

@@ -35,7 +35,6 @@ from .parent import parent_alive
 log = logging.getLogger("ccproxy.store")
 
 # what a failing database raises, whichever engine it is
-DB_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, *pg.errors())
 
 QUEUE_SIZE = 20_000
 FLUSH_INTERVAL = 0.1
@@ -358,7 +357,7 @@ def write_rows(conn: Any, rows: list[Any]) -> None:
         conn.executemany(_NAMES, list(names))
         conn.execute("COMMIT")
     except BaseException:
-        with contextlib.suppress(*DB_ERRORS):
+        with contextlib.suppress(*pg.DB_ERRORS):
             conn.execute("ROLLBACK")
         raise
 
@@ -387,7 +386,7 @@ def retain(conn: Any, retention_days: float, max_bytes: int) -> None:
             log.info("request log: over %d bytes, removed the %d oldest requests", max_bytes, excess)
         if not postgres:  # (PostgreSQL's autovacuum reclaims the space)
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-    except DB_ERRORS as exc:
+    except pg.DB_ERRORS as exc:
         log.error("request log: retention failed: %s", exc)
 
 
@@ -396,7 +395,10 @@ class RequestStore(BatchWriter[list[Any]]):
     without the ccproxy command): rows go through the shared batch writer (logs.BatchWriter)."""
 
     queue_size = QUEUE_SIZE
-    open_errors = (OSError, *DB_ERRORS)
+
+    @property
+    def open_errors(self) -> tuple[type[BaseException], ...]:  # type: ignore[override]
+        return (OSError, *pg.DB_ERRORS)
 
     def __init__(self, path: Path | str, retention_days: float = 30.0, max_bytes: int = 1 << 30) -> None:
         self.path = path
@@ -428,7 +430,7 @@ class RequestStore(BatchWriter[list[Any]]):
         try:
             write_rows(self._conn, batch)
             self.written += len(batch)
-        except DB_ERRORS as exc:
+        except pg.DB_ERRORS as exc:
             self.dropped += len(batch)
             log.error("request log: cannot write %d record(s): %s", len(batch), exc)
 
@@ -533,7 +535,7 @@ def serve_store(db_path: str, socket_path: str, retention_days: float, max_bytes
                     conn.close()
                     conn = connect(path)
                 write_rows(conn, rows)
-            except DB_ERRORS as exc:
+            except pg.DB_ERRORS as exc:
                 log.error("request log: cannot write %d record(s): %s", len(rows), exc)
             rows = []
 
@@ -644,3 +646,16 @@ class StoreClient:
             self._writer.close()
             with contextlib.suppress(Exception):
                 await self._writer.wait_closed()
+
+
+def _writer_main() -> None:
+    """``python -m ccproxy.store``: the writer process the ccproxy command starts; its settings
+    arrive as one JSON object on stdin."""
+    import sys
+
+    settings = orjson.loads(sys.stdin.buffer.read())
+    serve_store(settings["db_path"], settings["socket_path"], settings["retention_days"], settings["max_bytes"])
+
+
+if __name__ == "__main__":
+    _writer_main()
