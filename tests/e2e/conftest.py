@@ -8,7 +8,6 @@ loudly: these tests never skip.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.claude_cli import Claude
 from tests.support.proxies import start_proxy, stop_proxy
 
 NPM_PACKAGES = ("@anthropic-ai/claude-code", "@anthropic-ai/sdk")
@@ -64,42 +64,6 @@ def e2e_proxy(mock_upstream, tmp_path_factory):
     proxy = start_proxy(mock_upstream.base, tmp_path_factory.mktemp("e2e-proxy"), SEARXNG_URL=mock_upstream.base)
     yield proxy
     stop_proxy(proxy)
-
-
-class Claude:
-    """The real CLI, headless, in a throwaway HOME, pointed at the proxy."""
-
-    def __init__(self, binary: Path, base_url: str, home: Path, workdir: Path) -> None:
-        self.binary = binary
-        self.base_url = base_url
-        self.home = home
-        self.workdir = workdir
-
-    def run(self, prompt: str, *args: str, timeout: float = 120) -> tuple[int, dict, str]:
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.home),
-            "ANTHROPIC_BASE_URL": self.base_url,
-            "ANTHROPIC_API_KEY": "sk-ant-e2e-client-key-0123456789",
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-            "DISABLE_TELEMETRY": "1",
-            "DISABLE_AUTOUPDATER": "1",
-            "DISABLE_ERROR_REPORTING": "1",
-        }
-        proc = subprocess.run(
-            [str(self.binary), "-p", prompt, "--output-format", "json", "--max-turns", "6", *args],
-            cwd=self.workdir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        try:
-            result = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
-        except json.JSONDecodeError:
-            result = {}
-        return proc.returncode, result, proc.stdout + proc.stderr
 
 
 @pytest.fixture

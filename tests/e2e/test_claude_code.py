@@ -7,7 +7,8 @@ import json
 import pytest
 
 from tests.support.chat_answers import completion, text_stream, tool_call_stream
-from tests.support.proxies import new_key
+from tests.support.claude_cli import Claude
+from tests.support.proxies import new_key, start_proxy, stop_proxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -125,3 +126,36 @@ def test_websearch_results_reach_the_next_turn(claude, mock_upstream):
     assert "Links:" in text
     assert "https://news.example.com/proxy" in text and "https://blog.example.org/post" in text
     assert "The proxy shipped web search." in text
+
+
+@pytest.fixture
+def claude_without_search(node_modules, claude_version, mock_upstream, tmp_path):
+    """The real CLI against a proxy with no search engine configured."""
+    proxy = start_proxy(mock_upstream.base, tmp_path / "proxy")
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    try:
+        yield Claude(node_modules / "node_modules/.bin/claude", proxy.base, home, work)
+    finally:
+        stop_proxy(proxy)
+
+
+def test_websearch_without_an_engine_says_it_is_unavailable(claude_without_search, mock_upstream):
+    main, side = new_key(), new_key()
+    mock_upstream.script(
+        {"sse": tool_call_stream("call_ws_2", "WebSearch", {"query": f"{side} anything"})},
+        {"sse": text_stream("Search is not available here.")},
+        key=main,
+    )
+    mock_upstream.script({"json": completion("from memory")}, key=side)
+    code, _, output = claude_without_search.run(
+        f"Use the WebSearch tool to find news ({main})", "--allowedTools", "WebSearch"
+    )
+    assert code == 0, output
+    assert mock_upstream.requests(side) == []  # the model was never asked to answer from memory
+    turn2 = main_requests(mock_upstream, main)[1]
+    [tool_result] = [m for m in turn2["body"]["messages"] if m.get("role") == "tool"]
+    text = tool_result["content"] if isinstance(tool_result["content"], str) else json.dumps(tool_result["content"])
+    assert "unavailable" in text and "not available on this proxy" in text
+    assert "from memory" not in text
