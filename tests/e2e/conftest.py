@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.claude_cli import Claude
-from tests.support.proxies import start_proxy, stop_proxy
+from tests.support.proxies import MockUpstream, start_mock, start_proxy, stop_proxy
 
 NPM_PACKAGES = ("@anthropic-ai/claude-code", "@anthropic-ai/sdk")
 CACHE = Path(os.environ.get("CCPROXY_E2E_CACHE", Path.home() / ".cache" / "ccproxy-e2e"))
@@ -58,10 +58,17 @@ def claude_version(node_modules: Path) -> str:
     return out.stdout.strip()
 
 
+@pytest.fixture(scope="session")
+def search_engine() -> Iterator[MockUpstream]:
+    """A second mock process playing SearXNG (scripts keyed by the searched query)."""
+    mock = start_mock()
+    yield mock
+    mock.stop()
+
+
 @pytest.fixture(scope="module")
-def e2e_proxy(mock_upstream, tmp_path_factory):
-    # (web searches go to the mock too, as a SearXNG: test_claude_code.py's WebSearch test)
-    proxy = start_proxy(mock_upstream.base, tmp_path_factory.mktemp("e2e-proxy"), SEARXNG_URL=mock_upstream.base)
+def e2e_proxy(mock_upstream, search_engine, tmp_path_factory):
+    proxy = start_proxy(mock_upstream.base, tmp_path_factory.mktemp("e2e-proxy"), SEARXNG_URL=search_engine.base)
     yield proxy
     stop_proxy(proxy)
 

@@ -89,37 +89,29 @@ def test_multi_turn_session(claude, mock_upstream):
     assert "The secret word is PLUM." in history and "what was the word?" in history  # turn one went back up
 
 
-def test_websearch_results_reach_the_next_turn(claude, mock_upstream):
-    """Claude Code's WebSearch tool sends its own request with Anthropic's web_search server tool;
-    the proxy searches (the mock as SearXNG) and answers in the server-tool shape, so the CLI's
-    tool result for the main loop lists the results' links."""
-    main, side, engine = new_key(), new_key(), new_key()  # registered in this order (see the mock)
+def test_websearch_results_reach_the_next_turn(claude, mock_upstream, search_engine):
+    """Claude Code's WebSearch tool sends its own request with Anthropic's web_search server tool,
+    forced; the proxy searches (a mock SearXNG) and answers in the server-tool shape, so the
+    CLI's tool result for the main loop lists the results' links."""
+    main, side = new_key(), new_key()
     mock_upstream.script(
         {"sse": tool_call_stream("call_ws_1", "WebSearch", {"query": f"{side} proxy news"})},
         {"sse": text_stream("Found it.")},
         key=main,
     )
-    search = {
-        "id": "call_s",
-        "type": "function",
-        "function": {"name": "web_search", "arguments": json.dumps({"query": f"{engine} proxy news"})},
-    }
-    mock_upstream.script(
-        {"json": completion(None, [search], finish="tool_calls")},
-        {"json": completion("The proxy shipped web search.")},
-        key=side,
-    )
+    mock_upstream.script({"json": completion("The proxy shipped web search.")}, key=side)
     results = [
         {"url": "https://news.example.com/proxy", "title": "Proxy ships search", "content": "It searches now."},
         {"url": "https://blog.example.org/post", "title": "A blog post", "content": "More words."},
     ]
-    mock_upstream.script({"json": {"query": "q", "results": results}}, key=engine)
+    search_engine.script({"json": {"query": "q", "results": results}}, key=side)
     code, result, output = claude.run(f"Use the WebSearch tool to find news ({main})", "--allowedTools", "WebSearch")
     assert code == 0, output
     assert result["result"] == "Found it."
-    side_first, _ = mock_upstream.requests(side)
-    assert side_first["body"]["tool_choice"] == {"type": "function", "function": {"name": "web_search"}}
-    assert [r["method"] for r in mock_upstream.requests(engine)] == ["GET"]
+    [searched] = search_engine.requests(side)
+    assert searched["method"] == "GET" and side in searched["query"]
+    [answered] = mock_upstream.requests(side)  # one model round: the search came first
+    assert answered["body"]["messages"][-1]["role"] == "tool"
     turn2 = main_requests(mock_upstream, main)[1]
     [tool_result] = [m for m in turn2["body"]["messages"] if m.get("role") == "tool"]
     text = tool_result["content"] if isinstance(tool_result["content"], str) else json.dumps(tool_result["content"])

@@ -19,14 +19,32 @@ from ccproxy.upstream.registry import create_client
 from ccproxy.websearch import BraveEngine, SearchError, SearxngEngine, TavilyEngine
 from tests.support.chat_answers import completion
 from tests.support.fixtures import load_fixture
-from tests.support.proxies import CLIENT_KEY, Proxy, new_key, post, raw_stream, start_proxy, stop_proxy
+from tests.support.proxies import (
+    CLIENT_KEY,
+    MockUpstream,
+    Proxy,
+    new_key,
+    post,
+    raw_stream,
+    start_mock,
+    start_proxy,
+    stop_proxy,
+)
 from tests.support.sse import assemble
 
 
 @pytest.fixture(scope="module")
-def searching(mock_upstream, tmp_path_factory) -> Iterator[Proxy]:
-    """A proxy whose engine is SearXNG at the mock (SEARXNG_URL only: CCPROXY_WEB_SEARCH=auto)."""
-    proxy = start_proxy(mock_upstream.base, tmp_path_factory.mktemp("search"), SEARXNG_URL=mock_upstream.base)
+def engine_mock() -> Iterator[MockUpstream]:
+    """A second mock process playing SearXNG: its scripts are keyed by the searched query."""
+    mock = start_mock()
+    yield mock
+    mock.stop()
+
+
+@pytest.fixture(scope="module")
+def searching(mock_upstream, engine_mock, tmp_path_factory) -> Iterator[Proxy]:
+    """A proxy whose engine is SearXNG at the engine mock (SEARXNG_URL only: CCPROXY_WEB_SEARCH=auto)."""
+    proxy = start_proxy(mock_upstream.base, tmp_path_factory.mktemp("search"), SEARXNG_URL=engine_mock.base)
     yield proxy
     stop_proxy(proxy)
 
@@ -69,13 +87,13 @@ def searxng_answer(*urls: str) -> dict:
     }
 
 
-def test_websearch_stream_has_the_server_tool_shape(searching, mock_upstream):
-    engine = new_key()  # the engine's script is selected by the query the model searches for
-    chat = mock_upstream.script(
-        {"json": search_call(f"{engine} rust release")}, {"json": completion("Rust 9 shipped [1].")}
-    )
-    mock_upstream.script({"json": searxng_answer("https://blog.rust-lang.org/a", "https://example.org/b")}, key=engine)
-    events = raw_stream(searching, web_search_request(chat))
+def test_websearch_stream_has_the_server_tool_shape(searching, mock_upstream, engine_mock):
+    """Claude Code forces the tool: the proxy searches its query at once, as Anthropic would, and
+    the model answers from the results."""
+    key = new_key()
+    mock_upstream.script({"json": completion("Rust 9 shipped [1].")}, key=key)
+    engine_mock.script({"json": searxng_answer("https://blog.rust-lang.org/a", "https://example.org/b")}, key=key)
+    events = raw_stream(searching, web_search_request(f"{key} rust release"))
     names = [name for name, _ in events]
     assert names[0] == "message_start" and names[-1] == "message_stop" and "error" not in names
     message = assemble(events)
@@ -83,7 +101,7 @@ def test_websearch_stream_has_the_server_tool_shape(searching, mock_upstream):
     assert kinds == ["server_tool_use", "web_search_tool_result", "text"]
     use, result, text = message["content"]
     assert use["id"].startswith("srvtoolu_") and use["name"] == "web_search"
-    assert use["input"] == {"query": f"{engine} rust release"}
+    assert use["input"] == {"query": f"{key} rust release"}  # Claude Code's query, from its prompt
     assert result["tool_use_id"] == use["id"]
     assert [r["url"] for r in result["content"]] == ["https://blog.rust-lang.org/a", "https://example.org/b"]
     for item in result["content"]:
@@ -93,24 +111,24 @@ def test_websearch_stream_has_the_server_tool_shape(searching, mock_upstream):
     delta = next(data for name, data in events if name == "message_delta")
     assert delta["usage"]["server_tool_use"] == {"web_search_requests": 1}
     assert delta["delta"]["stop_reason"] == "end_turn"
-    # the engine saw the model's query; the model's second round saw the results
-    [search] = mock_upstream.requests(engine)
+    # the engine saw the query; the model saw the call and its results, and answered
+    [search] = engine_mock.requests(key)
     assert search["method"] == "GET" and search["path"] == "/search"
-    assert "format=json" in search["query"] and engine in search["query"]
-    first, second = mock_upstream.requests(chat)
-    assert first["body"]["tool_choice"] == {"type": "function", "function": {"name": "web_search"}}
-    assert [t["function"]["name"] for t in first["body"]["tools"]] == ["web_search"]
-    assert "stream" not in first["body"]
-    tool_message = second["body"]["messages"][-1]
-    assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == "call_s1"
-    assert "https://blog.rust-lang.org/a" in tool_message["content"]
-    assert second["body"]["tool_choice"] == "auto"
+    assert "format=json" in search["query"] and key in search["query"]
+    [answer] = mock_upstream.requests(key)
+    assert answer["body"]["tool_choice"] == "auto" and "stream" not in answer["body"]
+    assert [t["function"]["name"] for t in answer["body"]["tools"]] == ["web_search"]
+    call, reply = answer["body"]["messages"][-2:]
+    assert call["tool_calls"][0]["function"]["name"] == "web_search"
+    assert reply["role"] == "tool" and reply["tool_call_id"] == call["tool_calls"][0]["id"]
+    assert "https://blog.rust-lang.org/a" in reply["content"]
 
 
-def test_websearch_whole_answer_through_the_sdk(searching, mock_upstream):
-    engine = new_key()
-    chat = mock_upstream.script({"json": search_call(f"{engine} weather")}, {"json": completion("Sunny.")})
-    mock_upstream.script({"json": searxng_answer("https://weather.example/today")}, key=engine)
+def test_websearch_whole_answer_through_the_sdk(searching, mock_upstream, engine_mock):
+    """Not forced: the model decides to search (a web_search function call), then answers."""
+    chat = new_key()
+    mock_upstream.script({"json": search_call(f"{chat} weather")}, {"json": completion("Sunny.")}, key=chat)
+    engine_mock.script({"json": searxng_answer("https://weather.example/today")}, key=chat)
     client = searching.client()
     msg = client.messages.create(
         model="claude-opus-4-8",
@@ -127,29 +145,29 @@ def test_websearch_whole_answer_through_the_sdk(searching, mock_upstream):
     assert kept["u"] == "https://weather.example/today"
 
 
-def test_an_engine_failure_is_that_searchs_error_and_the_turn_goes_on(searching, mock_upstream):
-    engine = new_key()
-    chat = mock_upstream.script({"json": search_call(f"{engine} broken")}, {"json": completion("I could not search.")})
-    mock_upstream.script({"status": 500, "text": "searx is down"}, key=engine)
-    message = assemble(raw_stream(searching, web_search_request(chat)))
+def test_an_engine_failure_is_that_searchs_error_and_the_turn_goes_on(searching, mock_upstream, engine_mock):
+    key = new_key()
+    mock_upstream.script({"json": completion("I could not search.")}, key=key)
+    engine_mock.script({"status": 500, "text": "searx is down"}, key=key)
+    message = assemble(raw_stream(searching, web_search_request(f"{key} broken")))
     _, result, text = message["content"]
     assert result["content"] == {"type": "web_search_tool_result_error", "error_code": "unavailable"}
     assert text["text"] == "I could not search."
-    second = mock_upstream.requests(chat)[1]
-    assert "failed" in second["body"]["messages"][-1]["content"]
+    [answer] = mock_upstream.requests(key)
+    assert "failed" in answer["body"]["messages"][-1]["content"]
 
 
-def test_max_uses_bounds_the_searches(searching, mock_upstream):
-    engine = new_key()
-    chat = mock_upstream.script({"json": search_call(f"{engine} one")}, {"json": completion("done")})
-    mock_upstream.script({"json": searxng_answer("https://one.example/")}, key=engine)
-    body = web_search_request(chat, stream=False)
+def test_max_uses_bounds_the_searches(searching, mock_upstream, engine_mock):
+    key = new_key()
+    mock_upstream.script({"json": completion("done")}, key=key)
+    engine_mock.script({"json": searxng_answer("https://one.example/")}, key=key)
+    body = web_search_request(f"{key} one", stream=False)
     body["tools"][0]["max_uses"] = 1
     resp = post(searching, "/v1/messages", body)
     assert resp.status_code == 200, resp.text
     assert resp.json()["usage"]["server_tool_use"]["web_search_requests"] == 1
-    second = mock_upstream.requests(chat)[1]
-    assert second["body"]["tool_choice"] == "none"  # the function is withheld once max_uses is spent
+    [answer] = mock_upstream.requests(key)
+    assert answer["body"]["tool_choice"] == "none"  # the function is withheld once max_uses is spent
 
 
 def test_without_an_engine_the_answer_says_search_is_unavailable(proxy, mock_upstream):

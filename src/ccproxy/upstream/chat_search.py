@@ -89,6 +89,7 @@ class SearchPlan:
     allowed: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
     fallback_query: str = ""  # what the client asked to search, for the answer without an engine
+    forced: bool = False  # tool_choice names web_search: the first search happens whatever the model does
 
 
 def search_plan(req: MessagesRequest) -> SearchPlan | None:
@@ -100,7 +101,14 @@ def search_plan(req: MessagesRequest) -> SearchPlan | None:
         allowed=list(tool.allowed_domains or ()),
         blocked=list(tool.blocked_domains or ()),
         fallback_query=_last_user_text(req)[:MAX_QUERY],
+        forced=_forces(req.tool_choice, tool.name, len(req.tools or ())),
     )
+
+
+def _forces(choice: dict[str, Any] | None, name: str, tools: int) -> bool:
+    if not isinstance(choice, dict):
+        return False
+    return (choice.get("type") == "tool" and choice.get("name") == name) or (choice.get("type") == "any" and tools == 1)
 
 
 def _last_user_text(req: MessagesRequest) -> str:
@@ -195,6 +203,7 @@ class SearchRun:
         self.body: dict[str, Any] = orjson.loads(payload)
         self.uses = 0
         self.done = False
+        self._searched_first = False
         self.stop_reason = "end_turn"
         self.usage = {
             "input_tokens": 0,
@@ -211,6 +220,8 @@ class SearchRun:
         if self.engine is None:
             self.done = True
             return self._unavailable()
+        if self.plan.forced and self.plan.fallback_query and not self._searched_first:
+            return await self._first_search()
         if self.uses >= self.plan.max_uses:
             self.body["tool_choice"] = "none"  # no more searches: answer with what was found
         message = await self.adapter.complete(orjson.dumps(self.body), self.exchange)
@@ -224,31 +235,38 @@ class SearchRun:
             self.stop_reason = message["stop_reason"] if not calls else "tool_use"
             return others
         blocks = [b for b in others if b["type"] != "text" or b["text"]]
-        replies = []
+        said = "".join(b["text"] for b in others if b["type"] == "text")
+        queries = []
         for call in calls:
-            srv_id = server_tool_id()
             query = call["input"].get("query") if isinstance(call["input"], dict) else None
-            query = query if isinstance(query, str) else ""
+            queries.append((call["id"], query if isinstance(query, str) else ""))
+        return blocks + await self._run_searches(queries, said)
+
+    async def _first_search(self) -> list[dict[str, Any]]:
+        """The client forced the tool (Claude Code's WebSearch does): search its query at once,
+        as Anthropic would, and let the model answer from the results."""
+        self._searched_first = True
+        return await self._run_searches([(f"call_{server_tool_id()[9:]}", self.plan.fallback_query)], "")
+
+    async def _run_searches(self, queries: list[tuple[str, str]], said: str) -> list[dict[str, Any]]:
+        """Run each (call id, query), and hand the calls and their results to the model."""
+        blocks: list[dict[str, Any]] = []
+        replies = []
+        for call_id, query in queries:
+            srv_id = server_tool_id()
             blocks.append(search_use(srv_id, query))
             content, text = await self._search(query)
             blocks.append({"type": "web_search_tool_result", "tool_use_id": srv_id, "content": content})
-            replies.append({"role": "tool", "tool_call_id": call["id"], "content": text})
-        said = "".join(b["text"] for b in others if b["type"] == "text")
-        self.body["messages"] += [
+            replies.append({"role": "tool", "tool_call_id": call_id, "content": text})
+        calls = [
             {
-                "role": "assistant",
-                "content": said or None,
-                "tool_calls": [
-                    {
-                        "id": c["id"],
-                        "type": "function",
-                        "function": {"name": FUNCTION_NAME, "arguments": orjson.dumps(c["input"]).decode()},
-                    }
-                    for c in calls
-                ],
-            },
-            *replies,
+                "id": call_id,
+                "type": "function",
+                "function": {"name": FUNCTION_NAME, "arguments": orjson.dumps({"query": query}).decode()},
+            }
+            for call_id, query in queries
         ]
+        self.body["messages"] += [{"role": "assistant", "content": said or None, "tool_calls": calls}, *replies]
         self.body["tool_choice"] = "auto"
         return blocks
 
@@ -281,6 +299,10 @@ class SearchRun:
     def _finish(self) -> None:
         self.exchange.usage = dict(self.usage)
         self.exchange.stop_reason = self.stop_reason
+
+
+def _arguments(query: str) -> str:
+    return orjson.dumps({"query": query}).decode()
 
 
 def _result_block(result: SearchResult) -> dict[str, Any]:
