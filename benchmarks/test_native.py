@@ -68,6 +68,26 @@ def test_sse_frame_event(gated, impl):
     gated("sse.frame_event", run)
 
 
+# A text-only chunk as OpenAI sends them (most chunks of a stream): read without decoding it.
+TEXT_CHUNK = (
+    b'{"id":"chatcmpl-AbC123","object":"chat.completion.chunk","created":1733000000,"model":"gpt-4o-2024-08-06",'
+    b'"system_fingerprint":"fp_0705bf87c0","choices":[{"index":0,"delta":{"content":" the"},"logprobs":null,'
+    b'"finish_reason":null}]}'
+)
+
+
+@pytest.mark.parametrize("impl", impls("sse"))
+def test_sse_text_of_chunk(gated, impl):
+    fn = impl.text_of_chunk
+    rounds = range(100)
+
+    def run():
+        for _ in rounds:
+            fn(TEXT_CHUNK)
+
+    gated("sse.text_of_chunk", run)
+
+
 @pytest.mark.parametrize("impl", impls("jsonsize"))
 def test_jsonsize_claude_code_request(gated, impl):
     assert gated("jsonsize.claude_code_request", impl.json_size, CLAUDE_CODE) > 100_000

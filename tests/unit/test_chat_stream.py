@@ -282,3 +282,36 @@ def test_shortened_tool_names_map_back():
         t.finish(),
     ]
     assert assemble(parse_sse(b"".join(out)))["content"][0]["name"] == "the.original.name"
+
+
+def test_the_text_fast_path_gives_the_same_bytes(monkeypatch):
+    """Every stream of the dialect corpus, through the translator with the text fast path (the
+    native reader and its pure twin) and without: byte for byte the same events."""
+    from pathlib import Path
+
+    from ccproxy import _native
+    from ccproxy.translate import chat_response
+
+    folder = Path(__file__).resolve().parents[1] / "dialects" / "recordings"
+    streams = [
+        [line for line in p.read_bytes().split(b"\n") if line.strip()] + [b"[DONE]"]
+        for p in sorted(folder.glob("*.chunks.txt"))
+    ]
+
+    def run(lines: list[bytes]) -> bytes:
+        t = chat_response.ChatStreamTranslator("claude-sonnet-5", 100, message_id="msg_same", think_tags=False)
+        out = [t.start()]
+        try:
+            out += [t.feed(line) for line in lines]
+            out.append(t.finish())
+        except Exception as exc:  # (a recorded error: it must fail the same way)
+            out.append(repr(exc).encode())
+        return b"".join(out)
+
+    for lines in streams:
+        monkeypatch.setattr(chat_response, "FAST_TEXT", False)
+        expected = run(lines)
+        for reader in _native.variants("sse").values():
+            monkeypatch.setattr(chat_response, "FAST_TEXT", True)
+            monkeypatch.setattr(chat_response, "text_of_chunk", reader.text_of_chunk)
+            assert run(lines) == expected

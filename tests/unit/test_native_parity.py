@@ -267,3 +267,66 @@ def test_cache_key_distinguishes_what_matters(claude_code_fixture):
         no_cache_control = json.loads(json.dumps(body).replace('"cache_control"', '"cache_control_x"'))
         assert impl.cache_key(no_cache_control) != base  # renamed key is content, not the hint
         assert impl.cache_key(body) == base
+
+
+# --- text_of_chunk: a text-only Chat chunk read without decoding it ----------------------------
+
+TEXT_CHUNK_CASES = [
+    b'{"id":"x","choices":[{"index":0,"delta":{"content":"tok "},"finish_reason":null}]}',
+    b'{"id":"x","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}',
+    b'{"choices":[{"index":0,"delta":{"content":"a\\nb \\u00fc"},"finish_reason":null}]}',
+    '{"choices":[{"index":0,"delta":{"content":"héllo"},"finish_reason":null}]}'.encode(),
+    b'{"choices":[{"index":0,"delta":{"content":"q\\"x"},"finish_reason":null}]}',  # a quote: full path
+    b'{"choices":[{"index":0,"delta":{"content":"bad\x01"},"finish_reason":null}]}',  # not JSON
+    b'{"choices":[{"index":0,"delta":{"content":"\xff\xfe"},"finish_reason":null}]}',  # not UTF-8
+    b'{"choices":[{"index":0,"delta":{"content":"\xed\xa0\x80"},"finish_reason":null}]}',  # a surrogate
+    b'{"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}]}',
+    b'{"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}],"usage":{"prompt_tokens":1}}',
+    b'{"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}],"usage":null}',
+    b'{"choices":[{"index":0,"delta":{"content":"\\ud83d\\ude00"},"finish_reason":null}]}',
+    b'{"choices":[{"index":0,"delta":{"content":"\\ud83d"},"finish_reason":null}]}',  # lone surrogate
+    b'{"choices":[{"index":0,"delta":{"content":"\\x"},"finish_reason":null}]}',  # a bad escape
+    b'{"choices":[{"index":0,"delta":{"content":"x","tool_calls":[]},"finish_reason":null}]}',
+    b'{"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}],"error":{"message":"m"}}',
+    b'{"choices": [{"index": 0, "delta": {"content": "spaced"}, "finish_reason": null}]}',
+    b"",
+    b'{"choices":[{"index":0,"delta":{"content":"abc',
+]
+
+
+def recorded_chunk_lines() -> list[bytes]:
+    """Every chunk line of the dialect corpus (real providers' streams)."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "dialects" / "recordings"
+    return [line for p in sorted(folder.glob("*.chunks.txt")) for line in p.read_bytes().split(b"\n") if line.strip()]
+
+
+def test_text_of_chunk_parity_on_cases_and_recordings():
+    lines = TEXT_CHUNK_CASES + recorded_chunk_lines()
+    taken = 0
+    for line in lines:
+        expected = outcome(REFERENCE["sse"].text_of_chunk, line)
+        for impl in PAIRS["sse"].values():
+            assert outcome(impl.text_of_chunk, line) == expected, line
+        if expected[1] is not None:  # what it took is exactly the chunk's text
+            taken += 1
+            assert expected[1] == orjson.loads(line)["choices"][0]["delta"]["content"]
+    assert taken >= 8  # (real streams do use the compact text shape: OpenAI-style servers)
+
+
+@settings(max_examples=400, deadline=None)
+@given(odd_text, st.booleans(), st.booleans())
+def test_text_of_chunk_parity_on_any_text(text, role, logprobs):
+    delta = {"role": "assistant", "content": text} if role else {"content": text}
+    choice = {"index": 0, "delta": delta, **({"logprobs": None} if logprobs else {}), "finish_reason": None}
+    try:
+        line = orjson.dumps({"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [choice]})
+    except orjson.JSONEncodeError:  # (a lone surrogate cannot be encoded)
+        return
+    expected = outcome(REFERENCE["sse"].text_of_chunk, line)
+    for impl in PAIRS["sse"].values():
+        assert outcome(impl.text_of_chunk, line) == expected
+    assert expected[1] in (None, text)
+    if '"' not in text:
+        assert expected[1] == text

@@ -44,6 +44,7 @@ _sse = _select("sse")
 SSEDecoder = _sse.SSEDecoder
 frame_event = _sse.frame_event
 content_delta = _sse.content_delta
+text_of_chunk = _sse.text_of_chunk
 
 _jsonsize = _select("jsonsize")
 json_size = _jsonsize.json_size

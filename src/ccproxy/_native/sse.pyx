@@ -251,3 +251,80 @@ cdef class SSEDecoder:
     @property
     def pending(self):
         return len(self._buf)
+
+
+# --- text-only Chat chunks (sse_py.text_of_chunk is the reference) -------------------------
+
+from libc.string cimport memcmp
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+
+cdef bytes _TEXT_START = b'"choices":[{"index":0,"delta":{'
+cdef bytes _TEXT_ROLE = b'"role":"assistant",'
+cdef bytes _TEXT_CONTENT = b'"content":"'
+cdef bytes _TEXT_END_A = b'"},"finish_reason":null}]'
+cdef bytes _TEXT_END_B = b'"},"logprobs":null,"finish_reason":null}]'
+cdef tuple _NOT_TEXT_ONLY = (b'"usage":{', b'"error"', b'"x_groq"')
+
+
+cdef inline Py_ssize_t _find(const char* p, Py_ssize_t n, Py_ssize_t start, bytes needle) noexcept:
+    """Index of ``needle`` in p[start:n], or -1. The scan looks for the needle's second byte,
+    rarer in JSON than its opening quote."""
+    cdef const char* s = PyBytes_AS_STRING(needle)
+    cdef Py_ssize_t m = PyBytes_GET_SIZE(needle)
+    cdef const char* hit
+    cdef Py_ssize_t at = start + 1  # where the pivot byte (s[1]) may be
+    while at + m - 1 <= n:
+        hit = <const char*>memchr(p + at, s[1], n - (m - 1) - at + 1)
+        if hit == NULL:
+            return -1
+        if memcmp(hit - 1, s, m) == 0:
+            return hit - 1 - p
+        at = hit - p + 1
+    return -1
+
+
+cdef inline bint _starts(const char* p, Py_ssize_t n, Py_ssize_t at, bytes prefix) noexcept:
+    cdef Py_ssize_t m = PyBytes_GET_SIZE(prefix)
+    return at + m <= n and memcmp(p + at, PyBytes_AS_STRING(prefix), m) == 0
+
+
+cpdef object text_of_chunk(bytes data):
+    cdef const char* p = PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    cdef Py_ssize_t at = _find(p, n, 0, _TEXT_START)
+    cdef Py_ssize_t end
+    cdef const char* quote
+    cdef bint plain = True
+    cdef unsigned char c
+    cdef Py_ssize_t i
+    if at < 0:
+        return None
+    at += PyBytes_GET_SIZE(_TEXT_START)
+    if _starts(p, n, at, _TEXT_ROLE):
+        at += PyBytes_GET_SIZE(_TEXT_ROLE)
+    if not _starts(p, n, at, _TEXT_CONTENT):
+        return None
+    at += PyBytes_GET_SIZE(_TEXT_CONTENT)
+    quote = <const char*>memchr(p + at, 0x22, n - at)
+    if quote == NULL:
+        return None
+    end = quote - p
+    if not (_starts(p, n, end, _TEXT_END_A) or _starts(p, n, end, _TEXT_END_B)):
+        return None
+    for marker in _NOT_TEXT_ONLY:
+        if _find(p, n, 0, <bytes>marker) >= 0:
+            return None
+    for i in range(at, end):
+        c = <unsigned char>p[i]
+        if c == 0x5C or c < 0x20:  # an escape, or a control character JSON refuses: orjson decides
+            plain = False
+            break
+    if plain:
+        try:
+            return PyUnicode_DecodeUTF8(p + at, end - at, NULL)
+        except UnicodeDecodeError:
+            return None
+    try:
+        return orjson.loads(b'"' + data[at:end] + b'"')
+    except orjson.JSONDecodeError:
+        return None

@@ -87,3 +87,36 @@ def _parse_block(block: bytes) -> tuple[str | None, bytes] | None:
     if not data:
         return None
     return event, b"\n".join(data)
+
+
+# A Chat chunk that carries nothing but a piece of text, in the compact shape OpenAI and the
+# servers copying it write: the translator takes its text without decoding the chunk.
+TEXT_START = b'"choices":[{"index":0,"delta":{'
+TEXT_ROLE = b'"role":"assistant",'
+TEXT_CONTENT = b'"content":"'
+TEXT_ENDS = (b'"},"finish_reason":null}]', b'"},"logprobs":null,"finish_reason":null}]')
+NOT_TEXT_ONLY = (b'"usage":{', b'"error"', b'"x_groq"')
+
+
+def text_of_chunk(data: bytes) -> str | None:
+    """The text of a text-only chunk, or None: decode that chunk in full. The text runs from
+    ``"content":"`` to the next quote, which must begin one of TEXT_ENDS. A quote inside the
+    text, another key, usage, an error, or a string JSON would not accept also mean None."""
+    at = data.find(TEXT_START)
+    if at < 0:
+        return None
+    at += len(TEXT_START)
+    if data.startswith(TEXT_ROLE, at):
+        at += len(TEXT_ROLE)
+    if not data.startswith(TEXT_CONTENT, at):
+        return None
+    at += len(TEXT_CONTENT)
+    end = data.find(b'"', at)
+    if end < 0 or not (data.startswith(TEXT_ENDS[0], end) or data.startswith(TEXT_ENDS[1], end)):
+        return None  # (an escaped quote ends the search early: the full decode reads those)
+    if any(marker in data for marker in NOT_TEXT_ONLY):
+        return None
+    try:  # (JSON's rules: escapes, no raw control characters, valid UTF-8)
+        return orjson.loads(b'"' + data[at:end] + b'"')
+    except orjson.JSONDecodeError:
+        return None

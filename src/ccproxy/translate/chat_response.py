@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from .._native import content_delta, frame_event
+from .._native import IMPLEMENTATIONS, content_delta, frame_event, text_of_chunk
 from ..schemas.openai_chat import (
     ChatChunk,
     ChatCompletion,
@@ -149,6 +149,12 @@ class _ToolState:
         self.index: int | None = None  # content block index once started
 
 
+# Most chunks of a stream carry nothing but a piece of text. The native ``text_of_chunk`` reads
+# such a chunk in ~0.4 µs; decoding it into structs takes ~0.8 µs more. Its pure twin is slower
+# than msgspec (byte searches in Python), so without the native module every chunk is decoded.
+FAST_TEXT = IMPLEMENTATIONS.get("sse") == "cython"
+
+
 class ChatStreamTranslator:
     """One per streamed request: Chat chunks in, Anthropic SSE event bytes out."""
 
@@ -196,6 +202,16 @@ class ChatStreamTranslator:
             except orjson.JSONDecodeError:
                 error = data.decode("utf-8", "replace")
             raise StreamFailure(*_error_of(error.get("error", error) if isinstance(error, dict) else error))
+        if FAST_TEXT and self._think is None:  # (think tags still being looked for: the full path)
+            text = text_of_chunk(data)
+            if text is not None:
+                if text:
+                    self._content(_TEXT, text)
+                if not self._out:
+                    return b""
+                out = b"".join(self._out)
+                self._out.clear()
+                return out
         try:
             chunk = decode_chunk(data)
         except msgspec.DecodeError:
