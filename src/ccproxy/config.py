@@ -20,7 +20,7 @@ from .errors import ConfigError
 from .routing import DEFAULT_UPSTREAM, RouteRule, UpstreamConfig
 from .routing_file import EFFORTS, REASONING_STYLES, default_reasoning_style, load_routing_file
 from .upstream.client import CLIENTS, DEFAULT_CLIENT
-from .upstream.egress import NO_EGRESS, Egress, EgressError, parse_proxy, split_userinfo
+from .upstream.egress import NO_EGRESS, Egress, EgressError, parse_proxy, split_userinfo, without_userinfo
 from .websearch import ENGINES, MODES, SEARCH_DEFAULTS, EngineConfig
 
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -432,7 +432,8 @@ class Settings:
         forward-proxy credentials."""
         found = [self.api_key, *(u.api_key for u in self.upstreams)]
         found += [self.web_search.brave_api_key, self.web_search.tavily_api_key]
-        for basic in (self.base_url_auth, *(u.basic_auth for u in self.upstreams)):
+        searxng_auth = split_userinfo(self.web_search.searxng_url)[1] if self.web_search.searxng_url else None
+        for basic in (self.base_url_auth, *(u.basic_auth for u in self.upstreams), searxng_auth):
             if basic:
                 encoded = basic.removeprefix("Basic ")
                 found.append(encoded)
@@ -474,6 +475,13 @@ class Settings:
                 parts.append(f"{scheme} upstreams through the proxy {proxy.address}")
         if egress.ca_bundle:
             parts.append(f"extra CAs from {egress.ca_bundle}")
+        engine = self.web_search.engine_name()
+        if engine == "searxng" and self.web_search.searxng_url:
+            parts.append(f"WebSearch through SearXNG at {without_userinfo(self.web_search.searxng_url)}")
+        elif engine is not None:
+            parts.append(f"WebSearch through {engine.capitalize()}")
+        else:  # (Responses and OpenRouter upstreams still search by themselves)
+            parts.append("WebSearch: no engine (SEARXNG_URL, BRAVE_API_KEY or TAVILY_API_KEY)")
         return "; ".join(parts)
 
 

@@ -23,6 +23,7 @@ import orjson
 
 from .errors import ProxyError
 from .upstream.client import HttpClient, UpstreamReadError
+from .upstream.egress import split_userinfo
 
 log = logging.getLogger("ccproxy.websearch")
 
@@ -178,11 +179,13 @@ class SearxngEngine:
 
     def __init__(self, client: HttpClient, base_url: str) -> None:
         self.client = client
+        base_url, basic = split_userinfo(base_url)  # (an instance behind Basic auth: user:pw@ in the URL)
         self.url = base_url.rstrip("/") + "/search"
+        self.headers = {"accept": "application/json", **({"authorization": basic} if basic else {})}
 
     async def search(self, query: str, allowed: list[str], blocked: list[str]) -> list[SearchResult]:
         params = urlencode({"q": _with_domains(query, allowed), "format": "json"})
-        data = await fetch_json(self.client, f"{self.url}?{params}", {"accept": "application/json"}, b"", "GET")
+        data = await fetch_json(self.client, f"{self.url}?{params}", self.headers, b"", "GET")
         items = data.get("results") if isinstance(data, dict) else None
         return _results(items, "url", "title", ("content",), ("publishedDate",), allowed, blocked)
 

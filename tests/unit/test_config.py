@@ -103,3 +103,22 @@ def test_shared_backend_urls():
     ):
         with pytest.raises(ConfigError, match=fragment):
             Settings.from_env({**BASE, **env})
+
+
+def test_web_search_settings_and_their_secrets():
+    base = {"OPENAI_API_KEY": "sk-x", "BIG_MODEL_NAME": "a", "SMALL_MODEL_NAME": "b"}
+    s = Settings.from_env({**base, "SEARXNG_URL": "https://me:searx-pass-123@searx.example", "BRAVE_API_KEY": "bk-9"})
+    assert s.web_search.engine_name() == "searxng"  # auto: the first configured, in order
+    assert "searx-pass-123" in s.secrets() and "bk-9" in s.secrets()
+    assert "searx-pass-123" not in s.describe() and "WebSearch through SearXNG at https://searx.example" in s.describe()
+    assert (
+        Settings.from_env({**base, "CCPROXY_WEB_SEARCH": "off", "TAVILY_API_KEY": "t"}).web_search.engine_name() is None
+    )
+    assert "WebSearch: no engine" in Settings.from_env(base).describe()
+    for bad, message in (
+        ({"CCPROXY_WEB_SEARCH": "google"}, "CCPROXY_WEB_SEARCH must be one of"),
+        ({"CCPROXY_WEB_SEARCH": "tavily"}, "needs TAVILY_API_KEY"),
+        ({"SEARXNG_URL": "searx.local"}, "SEARXNG_URL must be an http"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            Settings.from_env({**base, **bad})
