@@ -192,7 +192,7 @@ class Shared:
         pool = redis.BlockingConnectionPool.from_url(
             self.url,
             max_connections=64,
-            timeout=TIMEOUT,
+            timeout=TIMEOUT * 2,  # waiting for a free connection may take the operation's whole budget
             socket_timeout=TIMEOUT,
             # A burst opens up to 64 connections at once, each a handshake of Python work on this
             # loop: on a busy box the last ones took longer than TIMEOUT and a healthy Redis was

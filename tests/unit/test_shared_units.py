@@ -314,9 +314,11 @@ def test_a_burst_beyond_the_pool_waits_instead_of_failing(redis_server):
         shared = Shared(redis_server.url)
         await shared.start()
         try:
-            found = await asyncio.gather(*(shared.cache_get(f"nothing-{i}") for i in range(500)))
+            # four times the pool's 64 connections at once (500 flaked on a loaded CI box: the last
+            # ones waited longer than an operation's budget, which says nothing about the pool)
+            found = await asyncio.gather(*(shared.cache_get(f"nothing-{i}") for i in range(256)))
             return sum(f is None for f in found), shared.errors
         finally:
             await shared.close()
 
-    assert run(scenario()) == (500, 0)
+    assert run(scenario()) == (256, 0)
