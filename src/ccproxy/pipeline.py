@@ -31,7 +31,7 @@ from .ratelimit import RateLimiter
 from .recording import Recorder
 from .resilience import RETRY_STATUSES, parse_retry_after
 from .routing import DEFAULT_UPSTREAM, Route, Router, Traits
-from .schemas.anthropic import MessagesRequest, decode_messages_request, decode_request
+from .schemas.anthropic import MessagesRequest, decode_messages_request, decode_request, web_search_tool
 from .serving import ClientDisconnected, DisconnectWatch, Request, Response, StreamResponse
 from .translate.events import PING_EVENT, error_event
 from .upstream.base import Exchange, Upstream
@@ -398,7 +398,7 @@ def request_traits(parsed: MessagesRequest, input_tokens: int) -> Traits:
     return Traits(
         input_tokens=input_tokens,
         thinking=thinking,
-        web_search=any((t.type or "").startswith("web_search") for t in parsed.tools or ()),
+        web_search=web_search_tool(parsed.tools) is not None,
         images=any(_has_image(m.content) for m in parsed.messages),
         background="haiku" in parsed.model.lower(),
     )

@@ -39,6 +39,11 @@ class Tool(msgspec.Struct, kw_only=True):
     blocked_domains: list[str] | None = None
 
 
+def web_search_tool(tools: list[Tool] | None) -> Tool | None:
+    """Anthropic's web_search server tool (``web_search_20250305`` and later), when offered."""
+    return next((t for t in tools or () if (t.type or "").startswith("web_search")), None)
+
+
 class MessagesRequest(msgspec.Struct, kw_only=True):
     model: str
     messages: list[Message]

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from ..routing import Route
-from ..schemas.anthropic import Block, MessagesRequest
+from ..schemas.anthropic import Block, MessagesRequest, web_search_tool
 from .chat_request import (
     ORPHAN_RESULT_TEXT,
     _str_field,
@@ -82,7 +82,7 @@ def build_responses_request(req: MessagesRequest, route: Route) -> dict[str, Any
         if req.tools
         else []
     )
-    search = next((t for t in req.tools or () if (t.type or "").startswith("web_search")), None)
+    search = web_search_tool(req.tools)
     if search is not None:  # Anthropic's server tool → the Responses API's own web search
         hosted: dict[str, Any] = {"type": "web_search"}
         if search.allowed_domains:

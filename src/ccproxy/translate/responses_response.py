@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from .._native import content_delta, frame_event
-from .chat_fields import parse_arguments
+from .chat_fields import parse_arguments, url_citation
 from .events import (
     StreamFailure,
     assistant_message,
@@ -88,7 +88,7 @@ def response_to_message(
                     text = part.get("text") if part.get("type") == "output_text" else part.get("refusal")
                     if isinstance(text, str) and text:
                         block: dict[str, Any] = {"type": "text", "text": text}
-                        citations = [c for a in part.get("annotations") or () if (c := citation(a, text))]
+                        citations = [c for a in part.get("annotations") or () if (c := url_citation(a, text))]
                         if citations:
                             block["citations"] = citations
                         content.append(block)
@@ -144,24 +144,6 @@ def search_blocks(item: dict[str, Any], titles: dict[Any, Any]) -> list[dict[str
         {"type": "server_tool_use", "id": srv_id, "name": "web_search", "input": {"query": query}},
         {"type": "web_search_tool_result", "tool_use_id": srv_id, "content": content},
     ]
-
-
-def citation(annotation: Any, text: str) -> dict[str, Any] | None:
-    """A ``url_citation`` annotation as a ``web_search_result_location`` citation."""
-    if not isinstance(annotation, dict) or annotation.get("type") != "url_citation":
-        return None
-    url = annotation.get("url")
-    if not isinstance(url, str):
-        return None
-    start, end = annotation.get("start_index"), annotation.get("end_index")
-    cited = text[start:end] if isinstance(start, int) and isinstance(end, int) else ""
-    return {
-        "type": "web_search_result_location",
-        "url": url,
-        "title": annotation.get("title") if isinstance(annotation.get("title"), str) else url,
-        "encrypted_index": "",
-        "cited_text": cited[:150],
-    }
 
 
 # --- streaming -----------------------------------------------------------------------------
@@ -303,7 +285,7 @@ class ResponsesStreamTranslator:
             self._out.append(content_delta(self._index, "text_delta", "text", delta))
 
     def _annotation(self, event: dict[str, Any]) -> None:
-        found = citation(event.get("annotation"), self._text)
+        found = url_citation(event.get("annotation"), self._text)
         if found is not None and self._open_item == str(event.get("item_id")) and self._kind == "text":
             delta = {
                 "type": "content_block_delta",

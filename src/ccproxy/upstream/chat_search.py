@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import orjson
 
 from ..errors import ProxyError
-from ..schemas.anthropic import MessagesRequest
+from ..schemas.anthropic import MessagesRequest, web_search_tool
 from ..tokens import estimate_tokens
 from ..translate.chat_request import convert_tool_choice
 from ..translate.events import (
@@ -93,7 +93,7 @@ class SearchPlan:
 
 
 def search_plan(req: MessagesRequest) -> SearchPlan | None:
-    tool = next((t for t in req.tools or () if (t.type or "").startswith("web_search")), None)
+    tool = web_search_tool(req.tools)
     if tool is None:
         return None
     return SearchPlan(
