@@ -63,6 +63,20 @@ def new_tool_id() -> str:
     return f"toolu_{_ID_PREFIX}{next(_id_counter):012x}"
 
 
+def search_blocks(srv_id: str, query: str, content: Any) -> list[dict[str, Any]]:
+    """One web search as Anthropic's server tool blocks: the ``server_tool_use`` and its
+    ``web_search_tool_result`` (``content``: the result items, or an error object)."""
+    return [
+        {"type": "server_tool_use", "id": srv_id, "name": "web_search", "input": {"query": query}},
+        {"type": "web_search_tool_result", "tool_use_id": srv_id, "content": content},
+    ]
+
+
+def with_searches(usage: dict[str, Any], searches: int) -> dict[str, Any]:
+    """Usage that counts the web searches made (``server_tool_use``)."""
+    return {**usage, "server_tool_use": {"web_search_requests": searches}}
+
+
 def assistant_message(
     requested_model: str, content: list[dict[str, Any]], stop_reason: str, usage: dict[str, int]
 ) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from .events import (
     message_start_event,
     new_message_id,
     new_tool_id,
+    search_blocks,
+    with_searches,
 )
 from .json_prefix import JsonObjectPrefix
 from .responses_request import encode_signature
@@ -74,7 +76,7 @@ def response_to_message(
         kind = item.get("type")
         if kind == "web_search_call":
             searches += 1
-            content += search_blocks(item, titles)
+            content += web_search_call_blocks(item, titles)
         elif kind == "reasoning":
             summary = "".join(part.get("text", "") for part in item.get("summary") or [] if isinstance(part, dict))
             encrypted = item.get("encrypted_content")
@@ -114,11 +116,11 @@ def response_to_message(
         stop_reason = "tool_use" if has_tools else "end_turn"
     usage: dict[str, Any] = response_usage(resp.get("usage"), input_estimate, max(1, chars // 4))
     if searches:
-        usage["server_tool_use"] = {"web_search_requests": searches}
+        usage = with_searches(usage, searches)
     return assistant_message(requested_model, content, stop_reason, usage)
 
 
-def search_blocks(item: dict[str, Any], titles: dict[Any, Any]) -> list[dict[str, Any]]:
+def web_search_call_blocks(item: dict[str, Any], titles: dict[Any, Any]) -> list[dict[str, Any]]:
     """A ``web_search_call`` output item as Anthropic's server_tool_use and its result block."""
     action = item.get("action") if isinstance(item.get("action"), dict) else {}
     query = action.get("query") if isinstance(action.get("query"), str) else ""
@@ -140,10 +142,7 @@ def search_blocks(item: dict[str, Any], titles: dict[Any, Any]) -> list[dict[str
     content: Any = results
     if item.get("status") == "failed":
         content = {"type": "web_search_tool_result_error", "error_code": "unavailable"}
-    return [
-        {"type": "server_tool_use", "id": srv_id, "name": "web_search", "input": {"query": query}},
-        {"type": "web_search_tool_result", "tool_use_id": srv_id, "content": content},
-    ]
+    return search_blocks(srv_id, query, content)
 
 
 # --- streaming -----------------------------------------------------------------------------
@@ -319,7 +318,7 @@ class ResponsesStreamTranslator:
         if item.get("type") == "web_search_call":  # whole once done: the query and its sources
             self._close()
             self._searches += 1
-            for block in search_blocks(item, {}):
+            for block in web_search_call_blocks(item, {}):
                 self._out.append(block_events(self._next, block))
                 self._next += 1
             return
@@ -345,7 +344,7 @@ class ResponsesStreamTranslator:
         self.usage = response_usage(response.get("usage"), self.input_estimate, max(1, self._chars // 4))
         usage: dict[str, Any] = self.usage
         if self._searches:
-            usage = {**usage, "server_tool_use": {"web_search_requests": self._searches}}
+            usage = with_searches(usage, self._searches)
         delta = {
             "type": "message_delta",
             "delta": {"stop_reason": self.stop_reason, "stop_sequence": None},

@@ -23,6 +23,7 @@ from ..websearch import Engine
 from .base import Exchange
 from .chat_search import (
     ProviderSearch,
+    Rounds,
     SearchRun,
     search_events,
     search_message,
@@ -101,7 +102,7 @@ class ChatUpstream:
             message = await self.complete(payload, exchange)
         return Response(200, orjson.dumps(message))
 
-    def _search_run(self, payload: bytes, exchange: Exchange) -> SearchRun | ProviderSearch:
+    def _search_run(self, payload: bytes, exchange: Exchange) -> Rounds:
         if self.provider_search:
             return ProviderSearch(self, exchange.web_search, payload, exchange)
         return SearchRun(self, self.search, exchange.web_search, payload, exchange)

@@ -34,6 +34,8 @@ from ..translate.events import (
     message_end,
     message_start_event,
     new_message_id,
+    search_blocks,
+    with_searches,
 )
 from ..websearch import Engine, SearchError, SearchResult, results_text
 from .base import Exchange
@@ -75,10 +77,6 @@ _ids = itertools.count(1)
 
 def server_tool_id() -> str:
     return f"srvtoolu_{_ID_PREFIX}{next(_ids):012x}"
-
-
-def search_use(srv_id: str, query: str) -> dict[str, Any]:
-    return {"type": "server_tool_use", "id": srv_id, "name": "web_search", "input": {"query": query}}
 
 
 @dataclass(slots=True)
@@ -146,23 +144,39 @@ def with_provider_search(chat: dict[str, Any], plan: SearchPlan) -> dict[str, An
     return chat
 
 
-class ProviderSearch:
-    """A round on an upstream that searches by itself (OpenRouter's web plugin): its answer's
-    citations become the search's results. The provider does not say what it searched for, so
-    the block's query is what the client asked to search."""
+class Rounds:
+    """What a search's rounds share: the answer so far (usage, stop reason, searches made) and
+    ``round()``, called until ``done``; ``search_message`` / ``search_events`` drive it."""
 
-    def __init__(self, adapter: Completes, plan: SearchPlan, payload: bytes, exchange: Exchange) -> None:
+    def __init__(self, adapter: Completes, plan: SearchPlan, exchange: Exchange) -> None:
         self.adapter = adapter
         self.plan = plan
-        self.payload = payload
         self.exchange = exchange
         self.done = False
         self.stop_reason = "end_turn"
         self.usage: dict[str, Any] = {}
         self.uses = 0
 
+    async def round(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
     def final_usage(self) -> dict[str, Any]:
-        return {**self.usage, "server_tool_use": {"web_search_requests": self.uses}}
+        return with_searches(self.usage, self.uses)
+
+    def finish(self) -> None:
+        """The request's record (the log and the rate limiter) gets the answer's usage."""
+        self.exchange.usage = dict(self.usage)
+        self.exchange.stop_reason = self.stop_reason
+
+
+class ProviderSearch(Rounds):
+    """A round on an upstream that searches by itself (OpenRouter's web plugin): its answer's
+    citations become the search's results. The provider does not say what it searched for, so
+    the block's query is what the client asked to search."""
+
+    def __init__(self, adapter: Completes, plan: SearchPlan, payload: bytes, exchange: Exchange) -> None:
+        super().__init__(adapter, plan, exchange)
+        self.payload = payload
 
     async def round(self) -> list[dict[str, Any]]:
         message = await self.adapter.complete(self.payload, self.exchange)
@@ -181,39 +195,22 @@ class ProviderSearch:
             {"type": "web_search_result", "url": url, "title": title, "encrypted_content": "", "page_age": None}
             for url, title in found.items()
         ]
-        return [
-            search_use(srv_id, self.plan.fallback_query),
-            {"type": "web_search_tool_result", "tool_use_id": srv_id, "content": results},
-            *message["content"],
-        ]
-
-    def _finish(self) -> None:
-        self.exchange.usage = dict(self.usage)
-        self.exchange.stop_reason = self.stop_reason
+        return [*search_blocks(srv_id, self.plan.fallback_query, results), *message["content"]]
 
 
-class SearchRun:
+class SearchRun(Rounds):
+    """The proxy searches with its engine; the model's rounds are summed into one answer."""
+
     def __init__(
         self, adapter: Completes, engine: Engine | None, plan: SearchPlan, payload: bytes, exchange: Exchange
     ) -> None:
-        self.adapter = adapter
+        super().__init__(adapter, plan, exchange)
         self.engine = engine
-        self.plan = plan
-        self.exchange = exchange
         self.body: dict[str, Any] = orjson.loads(payload)
-        self.uses = 0
-        self.done = False
         self._searched_first = False
-        self.stop_reason = "end_turn"
-        self.usage = {
-            "input_tokens": 0,
-            "output_tokens": 0,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-        }
-
-    def final_usage(self) -> dict[str, Any]:
-        return {**self.usage, "server_tool_use": {"web_search_requests": self.uses}}
+        self.usage = dict.fromkeys(
+            ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"), 0
+        )
 
     async def round(self) -> list[dict[str, Any]]:
         """The blocks of the next round (raises ProxyError when the upstream fails)."""
@@ -254,15 +251,14 @@ class SearchRun:
         replies = []
         for call_id, query in queries:
             srv_id = server_tool_id()
-            blocks.append(search_use(srv_id, query))
             content, text = await self._search(query)
-            blocks.append({"type": "web_search_tool_result", "tool_use_id": srv_id, "content": content})
+            blocks += search_blocks(srv_id, query, content)
             replies.append({"role": "tool", "tool_call_id": call_id, "content": text})
         calls = [
             {
                 "id": call_id,
                 "type": "function",
-                "function": {"name": FUNCTION_NAME, "arguments": orjson.dumps({"query": query}).decode()},
+                "function": {"name": FUNCTION_NAME, "arguments": _arguments(query)},
             }
             for call_id, query in queries
         ]
@@ -290,15 +286,7 @@ class SearchRun:
     def _unavailable(self) -> list[dict[str, Any]]:
         srv_id = server_tool_id()
         error = {"type": "web_search_tool_result_error", "error_code": "unavailable"}
-        return [
-            search_use(srv_id, self.plan.fallback_query),
-            {"type": "web_search_tool_result", "tool_use_id": srv_id, "content": error},
-            {"type": "text", "text": UNAVAILABLE_TEXT},
-        ]
-
-    def _finish(self) -> None:
-        self.exchange.usage = dict(self.usage)
-        self.exchange.stop_reason = self.stop_reason
+        return [*search_blocks(srv_id, self.plan.fallback_query, error), {"type": "text", "text": UNAVAILABLE_TEXT}]
 
 
 def _arguments(query: str) -> str:
@@ -315,23 +303,23 @@ def _result_block(result: SearchResult) -> dict[str, Any]:
     }
 
 
-async def search_message(run: SearchRun | ProviderSearch) -> dict[str, Any]:
+async def search_message(run: Rounds) -> dict[str, Any]:
     """Every round, as one Anthropic message."""
     blocks: list[dict[str, Any]] = []
     while not run.done:
         blocks += await run.round()
-    run._finish()
+    run.finish()
     model = run.exchange.route.requested_model
     return assistant_message(model, blocks, run.stop_reason, run.final_usage())
 
 
-async def search_events(run: SearchRun | ProviderSearch) -> AsyncIterator[bytes]:
+async def search_events(run: Rounds) -> AsyncIterator[bytes]:
     """The rounds as an SSE stream; the first round runs before this is returned."""
     first = await run.round()
     return _stream(run, first)
 
 
-async def _stream(run: SearchRun | ProviderSearch, first: list[dict[str, Any]]) -> AsyncIterator[bytes]:
+async def _stream(run: Rounds, first: list[dict[str, Any]]) -> AsyncIterator[bytes]:
     exchange = run.exchange
     start = message_start_event(new_message_id(), exchange.route.requested_model, estimate_tokens(exchange.body_size))
     out = [start]
@@ -351,5 +339,5 @@ async def _stream(run: SearchRun | ProviderSearch, first: list[dict[str, Any]]) 
             exchange.error_type, exchange.error_message = exc.error_type, exc.message
             yield error_event(exc.error_type, exc.message)
             return
-    run._finish()
+    run.finish()
     yield message_end(run.stop_reason, run.final_usage())
