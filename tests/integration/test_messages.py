@@ -201,6 +201,35 @@ def test_claude_code_requests_go_through(proxy, mock_upstream, claude_code_fixtu
     assert upstream_body["tools"] and upstream_body["messages"][0]["role"] == "system"
 
 
+def test_repeated_turns_send_the_translation_of_each_body(proxy, mock_upstream, claude_code_fixture):
+    """Claude Code's turns resend the same tools and system (decoded once, schemas/spans.py):
+    every upstream body is still that of its own request, down to a tool changed in one byte."""
+    body = claude_code_fixture("sonnet-thinking-write-turn2")
+    seen = []
+    for turn in range(4):
+        key = mock_upstream.script({"json": completion(f"answer {turn}")})
+        body["messages"] = [*body["messages"], {"role": "user", "content": f"turn {turn} {key}"}]
+        if turn == 2:
+            body["tools"][5]["description"] += " (changed)"
+        resp = httpx.post(
+            f"{proxy.base}/v1/messages?beta=true",
+            content=orjson.dumps({**body, "stream": False}),
+            headers={"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01", "content-type": "application/json"},
+            timeout=30,
+        )
+        assert resp.status_code == 200 and resp.json()["content"][0]["text"] == f"answer {turn}", resp.text
+        sent = mock_upstream.requests(key)[0]["body"]
+        assert sent["messages"][-1] == {"role": "user", "content": f"turn {turn} {key}"}
+        assert sent["messages"][0]["role"] == "system" and sent["messages"][0]["content"].startswith(
+            body["system"][0]["text"][:200]
+        )
+        seen.append(sent["tools"])
+        body["messages"][-1]["content"] = f"turn {turn}"  # (the mock answers the one key it finds)
+    assert seen[0] == seen[1] and seen[2] == seen[3] and seen[1] != seen[2]
+    changed = [t["function"]["description"] for t in seen[2] if t["function"]["name"] == body["tools"][5]["name"]]
+    assert changed and changed[0].endswith(" (changed)")
+
+
 @pytest.mark.parametrize(
     ("status", "exc_class", "error_type"),
     [

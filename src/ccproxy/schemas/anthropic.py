@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 
 from ..errors import invalid_request
+from .spans import SpanReuse
 
 T = TypeVar("T")
 
@@ -75,8 +76,12 @@ _messages_decoder = msgspec.json.Decoder(MessagesRequest)
 _count_decoder = msgspec.json.Decoder(CountTokensRequest)
 
 
+# Claude Code's tools and system, byte-identical on every turn, are decoded once (spans.py).
+request_spans = SpanReuse(_messages_decoder.decode)
+
+
 def decode_messages_request(body: bytes) -> MessagesRequest:
-    return _messages_decoder.decode(body)
+    return request_spans.decode(body)  # type: ignore[no-any-return]
 
 
 def decode_count_tokens_request(body: bytes) -> CountTokensRequest:

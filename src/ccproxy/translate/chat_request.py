@@ -19,7 +19,7 @@ from .._native import cache_key
 from ..errors import invalid_request
 from ..jsontext import json_text
 from ..routing import Route
-from ..schemas.anthropic import Block, MessagesRequest, Tool
+from ..schemas.anthropic import Block, MessagesRequest, Tool, request_spans
 from ..websearch import decode_encrypted_content
 
 log = logging.getLogger("ccproxy.translate")
@@ -49,7 +49,7 @@ def build_chat_request(req: MessagesRequest, route: Route) -> dict[str, Any]:
         if len(req.stop_sequences) > MAX_STOP_SEQUENCES:
             log.debug("stop_sequences truncated to %d", MAX_STOP_SEQUENCES)
         body["stop"] = req.stop_sequences[:MAX_STOP_SEQUENCES]
-    tools = convert_tools(req.tools, route.options.schema_drop_keys) if req.tools else []
+    tools = request_tools(req, route.options.schema_drop_keys)
     if tools:
         body["tools"] = tools
         choice = req.tool_choice
@@ -147,11 +147,17 @@ def system_text(system: str | list[Block] | None, path: str = "system") -> str:
     return "\n\n".join(parts)
 
 
+def request_system(req: MessagesRequest) -> str:
+    """The system prompt as text, once per remembered system span (schemas/spans.py)."""
+    system = req.system
+    return request_spans.derived(system, "text", lambda: system_text(system)) if system else ""
+
+
 def convert_messages(req: MessagesRequest, replay_reasoning: bool = False) -> list[ChatMessage]:
     """``replay_reasoning``: assistant thinking goes back as ``reasoning_content`` (DeepSeek-style
     upstreams require it on turns that called tools and ignore it elsewhere)."""
     out: list[ChatMessage] = []
-    system = system_text(req.system)
+    system = request_system(req)
     if system:
         out.append({"role": "system", "content": system})
     pending: list[str] = []  # tool_call ids of the last assistant turn still awaiting results
@@ -451,6 +457,33 @@ def sanitize_schema(node: Any, drop: frozenset[str]) -> Any:
     if isinstance(node, list):
         return [sanitize_schema(item, drop) for item in node]
     return node
+
+
+def request_tools(req: MessagesRequest, drop_keys: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """``convert_tools`` of the request's tools, once per remembered tools span: the list is
+    shared by every turn that sends the same tools, so callers copy before they change it."""
+    tools = req.tools
+    if not tools:
+        return []
+    return request_spans.derived(tools, ("chat", drop_keys), lambda: convert_tools(tools, drop_keys))
+
+
+def encode_chat_request(body: dict[str, Any], req: MessagesRequest, drop_keys: tuple[str, ...] = ()) -> bytes:
+    """``body`` as JSON. Tools that are still the shared ``request_tools`` list are encoded once
+    per remembered span (they are ~70 % of a Claude Code turn's bytes)."""
+    tools = body.get("tools")
+    if tools is not None and req.tools and tools is request_tools(req, drop_keys):
+        encoded = request_spans.derived(
+            req.tools, ("chat-json", drop_keys), lambda: orjson.Fragment(orjson.dumps(tools))
+        )
+        body = {**body, "tools": encoded}
+    return orjson.dumps(body)
+
+
+def request_tool_names(req: MessagesRequest) -> dict[str, str]:
+    """``tool_name_map`` of the request's tools, once per remembered tools span (read-only)."""
+    tools = req.tools
+    return request_spans.derived(tools, "names", lambda: tool_name_map(tools)) if tools else {}
 
 
 def convert_tools(tools: list[Tool], drop_keys: tuple[str, ...] = ()) -> list[dict[str, Any]]:

@@ -28,9 +28,10 @@ from .chat_request import (
     ORPHAN_RESULT_TEXT,
     _str_field,
     convert_tool_choice,
-    convert_tools,
     prompt_cache_key,
     reasoning_effort,
+    request_system,
+    request_tools,
     split_user_turn,
     system_text,
     upstream_tool_name,
@@ -58,7 +59,7 @@ def decode_signature(signature: Any) -> tuple[str, str] | None:
 
 def build_responses_request(req: MessagesRequest, route: Route) -> dict[str, Any]:
     body: dict[str, Any] = {"model": route.upstream_model, "input": convert_input(req), "store": False}
-    instructions = system_text(req.system)
+    instructions = request_system(req)
     if instructions:
         body["instructions"] = instructions
     max_tokens = req.max_tokens
@@ -77,11 +78,7 @@ def build_responses_request(req: MessagesRequest, route: Route) -> dict[str, Any
             body["top_p"] = req.top_p
     if req.stop_sequences:
         log.debug("stop_sequences dropped: the Responses API has no stop parameter")
-    tools = (
-        [{"type": "function", **t["function"]} for t in convert_tools(req.tools, route.options.schema_drop_keys)]
-        if req.tools
-        else []
-    )
+    tools = [{"type": "function", **t["function"]} for t in request_tools(req, route.options.schema_drop_keys)]
     search = web_search_tool(req.tools)
     if search is not None:  # Anthropic's server tool → the Responses API's own web search
         hosted: dict[str, Any] = {"type": "web_search"}

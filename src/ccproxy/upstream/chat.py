@@ -16,7 +16,7 @@ from ..schemas.anthropic import MessagesRequest
 from ..schemas.openai_chat import decode_completion
 from ..serving import Response
 from ..tokens import estimate_tokens
-from ..translate.chat_request import build_chat_request, tool_name_map
+from ..translate.chat_request import build_chat_request, encode_chat_request, request_tool_names
 from ..translate.chat_response import ChatStreamTranslator, completion_to_message
 from ..translate.events import StreamFailure, StreamTranslator, message_events
 from ..websearch import Engine
@@ -73,7 +73,7 @@ class ChatUpstream:
 
     def prepare(self, req: MessagesRequest, body: bytes, exchange: Exchange) -> bytes:
         """The upstream request body (pure translation; 400 for what cannot be sent)."""
-        exchange.tool_names = tool_name_map(req.tools)
+        exchange.tool_names = request_tool_names(req)
         body = self.build(req, exchange)
         if self.kind == "chat" and req.tools:
             exchange.web_search = search_plan(req)
@@ -83,7 +83,7 @@ class ChatUpstream:
                 else:
                     body = with_search_function(body, req)
         try:
-            return compact(orjson.dumps(body))
+            return compact(encode_chat_request(body, req, exchange.route.options.schema_drop_keys))
         except orjson.JSONEncodeError as exc:  # e.g. max_tokens beyond 64 bits
             raise invalid_request(f"request has a value that cannot be sent upstream: {exc}") from None
 

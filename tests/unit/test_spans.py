@@ -1,0 +1,165 @@
+"""Span reuse (schemas/spans.py): a repeated Claude Code turn decodes and translates only what
+changed, and every body decodes to exactly what a whole decode gives, however it is built."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import msgspec
+import orjson
+import pytest
+
+from ccproxy.routing import Route, UpstreamOptions
+from ccproxy.schemas.anthropic import _messages_decoder
+from ccproxy.schemas.spans import MIN_BODY, PER_KEY, SpanReuse
+from ccproxy.translate import chat_request
+from ccproxy.translate.chat_request import build_chat_request, encode_chat_request
+from tests.support.fixtures import CLAUDE_CODE_FIXTURES, load_fixture
+
+whole = _messages_decoder.decode
+BIG = "sonnet-thinking-write-turn2"  # 115 KB: 24 tools, a long system
+
+
+def fresh() -> SpanReuse:
+    return SpanReuse(whole)
+
+
+def next_turn(body: dict, text: str) -> dict:
+    """The same conversation one turn later: the history grows, tools and system stay."""
+    out = copy.deepcopy(body)
+    out["messages"] += [
+        {"role": "assistant", "content": [{"type": "text", "text": "ok"}]},
+        {"role": "user", "content": [{"type": "text", "text": text}]},
+    ]
+    return out
+
+
+@pytest.mark.parametrize("name", CLAUDE_CODE_FIXTURES)
+@pytest.mark.parametrize("dumps", [orjson.dumps, lambda b: json.dumps(b).encode()], ids=["compact", "spaced"])
+def test_every_recorded_request_decodes_as_whole(name, dumps):
+    spans = fresh()
+    body = load_fixture(name)
+    for turn in range(3):
+        raw = dumps(next_turn(body, f"turn {turn}") if turn else body)
+        assert spans.decode(raw) == whole(raw)
+    if len(dumps(body)) >= MIN_BODY and body.get("tools"):
+        assert spans.hits >= 2  # turns 2 and 3 reused the tools (and the system where long)
+
+
+def test_a_repeated_turn_reuses_the_decoded_values():
+    spans = fresh()
+    body = load_fixture(BIG)
+    first = spans.decode(orjson.dumps(body))
+    second = spans.decode(orjson.dumps(next_turn(body, "again")))
+    assert second.tools is first.tools and second.system is first.system
+    assert spans.hits == 2
+    assert len(second.messages) == len(first.messages) + 2
+
+
+def test_one_changed_byte_is_a_miss_then_learnt():
+    spans = fresh()
+    body = load_fixture(BIG)
+    first = spans.decode(orjson.dumps(body))
+    changed = copy.deepcopy(body)
+    changed["tools"][3]["description"] += "!"
+    raw = orjson.dumps(changed)
+    req = spans.decode(raw)
+    assert req == whole(raw) and req.tools is not first.tools and req.tools[3].description.endswith("!")
+    assert req.system is first.system  # the system span was still the same
+    again = spans.decode(orjson.dumps(next_turn(changed, "x")))
+    assert again.tools is req.tools
+
+
+def test_a_copy_of_the_span_elsewhere_is_not_taken_for_it():
+    """The tools' bytes again inside metadata, after the real ones: the backwards search finds
+    the copy first, the sentinel comes back in the wrong place, and the body decodes whole."""
+    spans = fresh()
+    body = load_fixture(BIG)
+    spans.decode(orjson.dumps(body))
+    tricky = {**body, "metadata": {"tools": body["tools"]}}
+    raw = orjson.dumps(tricky)
+    req = spans.decode(raw)
+    assert req == whole(raw)
+    assert req.metadata == {"tools": body["tools"]}
+    only_nested = {k: v for k, v in tricky.items() if k != "tools"}
+    raw = orjson.dumps(only_nested)
+    req = spans.decode(raw)
+    assert req == whole(raw) and req.tools is None and req.metadata["tools"] == body["tools"]
+
+
+def test_a_span_inside_a_string_is_not_cut():
+    spans = fresh()
+    body = load_fixture(BIG)
+    spans.decode(orjson.dumps(body))
+    raw = orjson.dumps(body["tools"])
+    # the span's bytes, unescaped, cannot sit inside a JSON string; a body that pretends they do
+    # is malformed and must fail exactly as a whole decode fails
+    bad = orjson.dumps({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]})[:-1]
+    bad += b',"note":"' + raw + b'"}'
+    with pytest.raises(msgspec.DecodeError) as reused:
+        spans.decode(bad)
+    with pytest.raises(msgspec.DecodeError) as plain:
+        whole(bad)
+    assert str(reused.value) == str(plain.value)
+
+
+def test_malformed_and_invalid_bodies_fail_as_a_whole_decode_does():
+    spans = fresh()
+    body = load_fixture(BIG)
+    spans.decode(orjson.dumps(body))
+    good = orjson.dumps(next_turn(body, "x"))
+    cases = [
+        good[:100] + b"\x00" + good[101:],  # a control byte early in the body
+        re.sub(rb'"max_tokens":\d+', b'"max_tokens":"many"', good),
+        good[:-1],  # truncated
+        good.replace(b'"role":"user"', b'"role":"robot"', 1),
+    ]
+    for raw in cases:
+        with pytest.raises((msgspec.DecodeError, msgspec.ValidationError)) as reused:
+            spans.decode(raw)
+        with pytest.raises((msgspec.DecodeError, msgspec.ValidationError)) as plain:
+            whole(raw)
+        assert type(reused.value) is type(plain.value) and str(reused.value) == str(plain.value)
+
+
+def test_small_bodies_are_decoded_whole():
+    spans = fresh()
+    raw = orjson.dumps(load_fixture("opus-say-hi"))
+    if len(raw) < MIN_BODY:
+        spans.decode(raw)
+        spans.decode(raw)
+        assert spans.hits == 0
+
+
+def test_remembered_spans_are_bounded():
+    spans = fresh()
+    body = load_fixture(BIG)
+    for i in range(PER_KEY + 3):
+        variant = copy.deepcopy(body)
+        variant["tools"][0]["description"] += f" v{i}"
+        spans.decode(orjson.dumps(variant))
+    assert len(spans._spans["tools"]) == PER_KEY
+    assert len(spans._by_value) <= 2 * PER_KEY
+
+
+def test_translations_are_made_once_per_span(monkeypatch):
+    """A repeated turn's tools are converted and encoded once; the upstream bytes are those of a
+    translation without reuse, with and without schema keywords to drop."""
+    calls = []
+    convert = chat_request.convert_tools
+    monkeypatch.setattr(chat_request, "convert_tools", lambda *a: calls.append(1) or convert(*a))
+    spans = fresh()
+    monkeypatch.setattr(chat_request, "request_spans", spans)
+    body = load_fixture(BIG)
+    for drop in ((), ("format", "$schema")):
+        route = Route("claude-sonnet-4-5", "gpt-x", False, None, UpstreamOptions(schema_drop_keys=drop))
+        for turn in range(3):
+            raw = orjson.dumps(next_turn(body, f"t{turn}"))
+            req = spans.decode(raw)
+            before = len(calls)
+            out = encode_chat_request(build_chat_request(req, route), req, drop)
+            reused = len(calls) - before
+            assert out == orjson.dumps(build_chat_request(whole(raw), route))
+            assert reused == (1 if turn == 0 else 0)  # the first turn's decoded tools are remembered
