@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-# Minimum fallback/Cython ratio per op (benchmark group). See docs/benchmarks.md.
+# Minimum reference/subject ratio per benchmark group: fallback/Cython for a native op, and for
+# the request-side groups (test_request.py) the ids named in PAIRS. See docs/benchmarks.md.
 FLOORS: dict[str, float] = {
     "sse.decode_stream": 3.0,
     "sse.content_delta": 3.0,
@@ -32,6 +33,13 @@ FLOORS: dict[str, float] = {
     "cachekey.claude_code_request": 3.0,
     "lru.evict_heavy": 3.0,
     "lru.hit_heavy": 3.0,
+    "request.repeated_turn": 3.0,
+    "request.translate_turn": 2.0,
+}
+# group -> (subject id, reference id); native ops: ("cython", "python")
+PAIRS: dict[str, tuple[str, str]] = {
+    "request.repeated_turn": ("repeated", "first"),
+    "request.translate_turn": ("translate", "json_roundtrip"),
 }
 
 
@@ -61,7 +69,8 @@ def _slice_time(call: Callable[[], Any], number: int) -> float:
 
 
 def interleaved_ratio(python: Callable[[], Any], cython: Callable[[], Any], slices: int = 15) -> float:
-    """Fallback/Cython ratio of minimum times, the two measured alternately in ~20 ms slices."""
+    """Reference/subject (fallback/Cython) ratio of minimum times, the two measured alternately
+    in ~20 ms slices."""
     number = max(1, int(0.02 / max(_slice_time(python, 3), 1e-9)))
     best = {"python": float("inf"), "cython": float("inf")}
     enabled = gc.isenabled()
@@ -86,17 +95,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         impl = meta.name.rsplit("[", 1)[-1].rstrip("]")
         medians.setdefault(meta.group, {})[impl] = meta.stats.min
     failures = []
-    lines = ["", "native gate (fallback / Cython, minimum times of one run):"]
+    lines = ["", "native gate (fallback / Cython, or reference / subject; minimum times of one run):"]
     for group, floor in FLOORS.items():
+        subject, reference = PAIRS.get(group, ("cython", "python"))
         pair = medians.get(group, {})
-        if "python" not in pair or "cython" not in pair:
-            failures.append(f"{group}: not measured for both implementations ({sorted(pair)})")
+        if reference not in pair or subject not in pair:
+            failures.append(f"{group}: not measured for both {subject} and {reference} ({sorted(pair)})")
             continue
-        ratio = pair["python"] / pair["cython"]
+        ratio = pair[reference] / pair[subject]
         note = ""
         calls = _CALLS.get(group, {})
-        if ratio < floor and "python" in calls and "cython" in calls:
-            again = interleaved_ratio(calls["python"], calls["cython"])
+        if ratio < floor and reference in calls and subject in calls:
+            again = interleaved_ratio(calls[reference], calls[subject])
             note = f"  (first {ratio:.2f}x, measured again interleaved)"
             ratio = max(ratio, again)
         status = "ok" if ratio >= floor else "BELOW FLOOR"
