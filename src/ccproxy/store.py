@@ -506,9 +506,10 @@ def serve_store(db_path: str, socket_path: str, retention_days: float, max_bytes
     conn = connect(path)
     migrate(conn)
     if isinstance(path, Path):
-        # The only writer: a bigger page cache and rarer checkpoints (each copies the WAL's
-        # pages back and syncs) make a batch's index updates touch fewer pages.
-        conn.execute("PRAGMA cache_size = -65536")
+        # The only writer: rarer checkpoints (each copies the WAL's pages back and syncs). The
+        # page cache stays small: a 64 MB one wrote no faster (~58k rows/s either way at 1M rows,
+        # the OS caches the file) but grew the writer by its whole size on a busy day.
+        conn.execute("PRAGMA cache_size = -4096")
         conn.execute("PRAGMA wal_autocheckpoint = 10000")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
