@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import os
 import sqlite3
@@ -298,7 +299,12 @@ def row_from(record: dict[str, Any]) -> list[Any]:
     return [*(record.get(name, _DEFAULTS.get(name)) for name in COLUMNS), detail or None]
 
 
-INSERT_ROWS = 500  # rows per INSERT statement (18 parameters each, under SQLite's 32 766)
+INSERT_ROWS = 512  # rows per INSERT statement at most (18 parameters each: 9 216, under SQLite's 32 766)
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_statement(rows: int) -> str:
+    return _INSERT_PREFIX + ", ".join([_ROW_MARKS] * rows) + _INSERT_SUFFIX
 
 
 _COL = {name: i for i, name in enumerate(COLUMNS)}
@@ -348,10 +354,17 @@ def write_rows(conn: Any, rows: list[Any]) -> None:
             r[last] = orjson.dumps(r[last]).decode()
     conn.execute("BEGIN")
     try:
-        for start in range(0, len(rows), INSERT_ROWS):
-            chunk = rows[start : start + INSERT_ROWS]
+        start = 0
+        while start < len(rows):
+            # Chunks of INSERT_ROWS, then powers of two: a handful of distinct statements. One
+            # per row count would fill the driver's statement cache with up to 128 prepared
+            # statements of thousands of parameters each (~16 MB held in the writer).
+            left = len(rows) - start
+            size = INSERT_ROWS if left >= INSERT_ROWS else 1 << (left.bit_length() - 1)
+            chunk = rows[start : start + size]
+            start += size
             values = [value for r in chunk for value in r]
-            conn.execute(_INSERT_PREFIX + ", ".join([_ROW_MARKS] * len(chunk)) + _INSERT_SUFFIX, values)
+            conn.execute(_insert_statement(size), values)
         conn.executemany(_ROLLUP, [(*key, *total) for key, total in sums.items()])
         conn.executemany(_ROLLUP_HOURS, [(*key, *total) for key, total in hours.items()])
         conn.executemany(_NAMES, list(names))

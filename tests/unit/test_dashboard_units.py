@@ -166,6 +166,22 @@ def test_store_writes_in_the_background_and_rolls_up(tmp_path):
     store.close()
 
 
+@pytest.mark.parametrize("count", [1, 7, 511, 512, 513, 1300])
+def test_batches_of_any_size_are_written_whole_with_few_statements(tmp_path, count):
+    """Rows go in chunks of a few fixed sizes: every row lands once, and the driver's statement
+    cache holds a handful of INSERTs, not one per batch size (they are large)."""
+    conn = connect(tmp_path / "db.sqlite")
+    migrate(conn)
+    traced = []
+    conn.set_trace_callback(traced.append)
+    now = time.time()
+    write_batch(conn, [_record(i, now - i) for i in range(count)])
+    assert conn.execute("SELECT count(*), count(DISTINCT id) FROM requests").fetchone() == (count, count)
+    inserts = [t for t in traced if t.startswith("INSERT INTO requests")]
+    # 512 rows at a time, then one chunk per set bit of the rest (sizes 256, 128, … 1)
+    assert len(inserts) == count // 512 + bin(count % 512).count("1")
+
+
 def test_full_queue_drops_and_counts(tmp_path, monkeypatch):
     monkeypatch.setattr(RequestStore, "queue_size", 10)
     store = RequestStore(tmp_path / "db.sqlite")
