@@ -29,6 +29,7 @@ FLOORS: dict[str, float] = {
     "sse.content_delta": 3.0,
     "sse.frame_event": 3.0,
     "sse.text_of_chunk": 3.0,
+    "sse.text_run": 3.0,
     "jsonsize.claude_code_request": 3.0,
     "cachekey.claude_code_request": 3.0,
     "lru.evict_heavy": 3.0,

@@ -88,6 +88,16 @@ def test_sse_text_of_chunk(gated, impl):
     gated("sse.text_of_chunk", run)
 
 
+@pytest.mark.parametrize("impl", impls("sse"))
+def test_sse_text_run(gated, impl):
+    items = impl.SSEDecoder().feed(UPSTREAM_READ)  # one read: role chunk, 200 text chunks, the end
+
+    def run():
+        return impl.text_run(items, 0, 0)
+
+    assert gated("sse.text_run", run)[1] == 201
+
+
 @pytest.mark.parametrize("impl", impls("jsonsize"))
 def test_jsonsize_claude_code_request(gated, impl):
     assert gated("jsonsize.claude_code_request", impl.json_size, CLAUDE_CODE) > 100_000

@@ -308,10 +308,27 @@ def test_the_text_fast_path_gives_the_same_bytes(monkeypatch):
             out.append(repr(exc).encode())
         return b"".join(out)
 
+    def run_reads(lines: list[bytes], size: int) -> bytes:
+        """The same stream as the adapter feeds it: upstream reads of ``size`` lines, each
+        through ``feed_all`` (where runs of text chunks go to the native ``text_run``)."""
+        t = chat_response.ChatStreamTranslator("claude-sonnet-5", 100, message_id="msg_same", think_tags=False)
+        out = [t.start()]
+        try:
+            for at in range(0, len(lines), size):
+                t.feed_all([(None, line) for line in lines[at : at + size]], out)
+            out.append(t.finish())
+        except Exception as exc:
+            out.append(repr(exc).encode())
+        return b"".join(out)
+
     for lines in streams:
         monkeypatch.setattr(chat_response, "FAST_TEXT", False)
         expected = run(lines)
+        assert run_reads(lines, 7) == expected
         for reader in _native.variants("sse").values():
             monkeypatch.setattr(chat_response, "FAST_TEXT", True)
             monkeypatch.setattr(chat_response, "text_of_chunk", reader.text_of_chunk)
+            monkeypatch.setattr(chat_response, "text_run", reader.text_run)
             assert run(lines) == expected
+            for size in (1, 3, 1000):
+                assert run_reads(lines, size) == expected

@@ -330,3 +330,25 @@ def test_text_of_chunk_parity_on_any_text(text, role, logprobs):
     assert expected[1] in (None, text)
     if '"' not in text:
         assert expected[1] == text
+
+
+# --- text_run: the events of a run of text-only chunks, in one call ---------------------------
+
+
+def test_text_run_parity_and_meaning():
+    """Both twins agree on every prefix of the corpus and the cases, and a run's events are
+    those of its chunks' texts, one content_delta each (empty texts send nothing)."""
+    items = [(None, line) for line in TEXT_CHUNK_CASES + recorded_chunk_lines()]
+    items += [("error", b'{"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}'), (None, b"[DONE]")]
+    reference = REFERENCE["sse"]
+    for start in range(len(items)):
+        expected = reference.text_run(items, start, 3)
+        for impl in PAIRS["sse"].values():
+            assert impl.text_run(items, start, 3) == expected
+        events, used, chars = expected
+        texts = [reference.text_of_chunk(data) for _, data in items[start : start + used]]
+        assert None not in texts and chars == sum(len(t) for t in texts)
+        assert events == b"".join(reference.content_delta(3, "text_delta", "text", t) for t in texts if t)
+        if start + used < len(items):  # it stopped at a pair that is not a text-only chunk
+            event, data = items[start + used]
+            assert event is not None or reference.text_of_chunk(data) is None

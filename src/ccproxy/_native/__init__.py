@@ -45,6 +45,7 @@ SSEDecoder = _sse.SSEDecoder
 frame_event = _sse.frame_event
 content_delta = _sse.content_delta
 text_of_chunk = _sse.text_of_chunk
+text_run = _sse.text_run
 
 _jsonsize = _select("jsonsize")
 json_size = _jsonsize.json_size

@@ -328,3 +328,25 @@ cpdef object text_of_chunk(bytes data):
         return orjson.loads(b'"' + data[at:end] + b'"')
     except orjson.JSONDecodeError:
         return None
+
+
+def text_run(list items, Py_ssize_t start, Py_ssize_t index):
+    """The ``text_delta`` events of the text-only chunks that lead ``items[start:]`` (the
+    ``(event, data)`` pairs ``SSEDecoder.feed`` returns), all for the open text block ``index``:
+    ``(events, pairs consumed, characters)``. Stops at the first pair that is anything else."""
+    cdef Py_ssize_t k = start, n = len(items), chars = 0, length
+    cdef list parts = []
+    cdef object item, text
+    while k < n:
+        item = items[k]
+        if item[0] is not None:
+            break
+        text = text_of_chunk(<bytes>item[1])
+        if text is None:
+            break
+        length = PyUnicode_GET_LENGTH(text)
+        if length:
+            parts.append(content_delta(index, "text_delta", "text", <str>text))
+            chars += length
+        k += 1
+    return b"".join(parts), k - start, chars

@@ -120,3 +120,23 @@ def text_of_chunk(data: bytes) -> str | None:
         return orjson.loads(b'"' + data[at:end] + b'"')
     except orjson.JSONDecodeError:
         return None
+
+
+def text_run(items: list[tuple[str | None, bytes]], start: int, index: int) -> tuple[bytes, int, int]:
+    """The ``text_delta`` events of the text-only chunks that lead ``items[start:]`` (the
+    ``(event, data)`` pairs ``SSEDecoder.feed`` returns), all for the open text block ``index``:
+    ``(events, pairs consumed, characters)``. Stops at the first pair that is anything else."""
+    parts = []
+    chars = 0
+    k = start
+    for event, data in items[start:]:
+        if event is not None:
+            break
+        text = text_of_chunk(data)
+        if text is None:
+            break
+        if text:
+            parts.append(content_delta(index, "text_delta", "text", text))
+            chars += len(text)
+        k += 1
+    return b"".join(parts), k - start, chars

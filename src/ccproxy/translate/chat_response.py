@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from .._native import IMPLEMENTATIONS, content_delta, frame_event, text_of_chunk
+from .._native import IMPLEMENTATIONS, content_delta, frame_event, text_of_chunk, text_run
 from ..schemas.openai_chat import (
     ChatChunk,
     ChatCompletion,
@@ -190,6 +190,25 @@ class ChatStreamTranslator:
 
     def start(self) -> bytes:
         return message_start_event(self.message_id, self.model, self.input_estimate)
+
+    def feed_all(self, items: list[tuple[str | None, bytes]], out: list[bytes]) -> None:
+        """Every pair of one upstream read. Runs of text-only chunks into an open text block
+        (most of a stream) become their events in one native call (``text_run``)."""
+        i, n = 0, len(items)
+        while i < n:
+            if FAST_TEXT and self._open == _TEXT and self._think is None and not self._tool_order:
+                events, used, chars = text_run(items, i, self._next_index - 1)
+                if used:
+                    if events:
+                        out.append(events)
+                    self._chars += chars
+                    i += used
+                    continue
+            event, data = items[i]
+            piece = self.feed(data, event)
+            if piece:
+                out.append(piece)
+            i += 1
 
     def feed(self, data: bytes, event: str | None = None) -> bytes:
         """One upstream SSE ``data:`` payload → the event bytes to send (maybe empty)."""

@@ -180,6 +180,12 @@ class ResponsesStreamTranslator:
     def start(self) -> bytes:
         return message_start_event(self.message_id, self.model, self.input_estimate)
 
+    def feed_all(self, items: list[tuple[str | None, bytes]], out: list[bytes]) -> None:
+        for event, data in items:
+            piece = self.feed(data, event)
+            if piece:
+                out.append(piece)
+
     def feed(self, data: bytes, event: str | None = None) -> bytes:  # (the data names its type)
         try:
             event = orjson.loads(data)

@@ -184,15 +184,13 @@ class ChatUpstream:
             yield translator.start()
             try:
                 async for raw in resp.iter_bytes():
-                    for event, data in decoder.feed(raw):
-                        out.append(translator.feed(data, event))
+                    translator.feed_all(decoder.feed(raw), out)
                     if out:
                         yield b"".join(out)
                         out.clear()
                     if translator.upstream_done:
                         break
-                for event, data in decoder.flush():
-                    out.append(translator.feed(data, event))
+                translator.feed_all(decoder.flush(), out)
                 out.append(translator.finish())
                 exchange.usage = translator.final_usage()
                 exchange.stop_reason = translator.stop_reason
