@@ -83,7 +83,7 @@ class ChatUpstream:
                 else:
                     body = with_search_function(body, req)
         try:
-            return compact(encode_chat_request(body, req, exchange.route.options.schema_drop_keys))
+            return encode_chat_request(body, req, exchange.route.options.schema_drop_keys)
         except orjson.JSONEncodeError as exc:  # e.g. max_tokens beyond 64 bits
             raise invalid_request(f"request has a value that cannot be sent upstream: {exc}") from None
 
@@ -229,9 +229,3 @@ class ChatUpstream:
 
 async def _single(data: bytes) -> AsyncIterator[bytes]:
     yield data
-
-
-def compact(encoded: bytes) -> bytes:
-    """orjson over-allocates large outputs (a 115 KB body occupies ~250 KB) and never shrinks
-    them; an exact-size copy halves what a request holds while it waits on the upstream."""
-    return bytes(memoryview(encoded)) if len(encoded) > 16384 else encoded
