@@ -163,3 +163,109 @@ def test_translations_are_made_once_per_span(monkeypatch):
             reused = len(calls) - before
             assert orjson.loads(out) == orjson.loads(orjson.dumps(build_chat_request(whole(raw), route)))
             assert reused == (1 if turn == 0 else 0)  # the first turn's decoded tools are remembered
+
+
+# --- the stable start of a conversation's messages -------------------------------------------
+
+
+def session(turns: int, spaced: bool = False):
+    """A long Claude Code session, turn by turn: the history grows by an answer and a question,
+    and the cache_control marker moves to the newest question (as Claude Code moves it)."""
+    body = copy.deepcopy(load_fixture(BIG))
+    for message in body["messages"]:
+        if isinstance(message["content"], list):
+            for block in message["content"]:
+                block.pop("cache_control", None)
+    dumps = (lambda b: json.dumps(b).encode()) if spaced else orjson.dumps
+    for turn in range(turns):
+        if turn:
+            body["messages"][-1]["content"][0].pop("cache_control")  # (moves to the newest question)
+        answer = [{"type": "text", "text": f"answer {turn} " + "lorem ipsum " * 100}]
+        if turn % 3 == 1:
+            answer.append({"type": "tool_use", "id": f"toolu_{turn}", "name": "Bash", "input": {"command": "ls"}})
+        body["messages"].append({"role": "assistant", "content": answer})
+        question = {"type": "text", "text": f"question {turn}", "cache_control": {"type": "ephemeral"}}
+        if turn % 3 == 1:
+            question = {"type": "tool_result", "tool_use_id": f"toolu_{turn}", "content": "a\nb"}
+            question["cache_control"] = {"type": "ephemeral"}
+        body["messages"].append({"role": "user", "content": [question]})
+        yield dumps(body)
+
+
+def test_a_long_session_decodes_only_its_new_messages():
+    spans = fresh()
+    previous = None
+    for raw in session(30):
+        req = spans.decode(raw)
+        assert req == whole(raw)
+        if previous is not None:  # the start of the history is the previous turn's own objects
+            assert req.messages[0] is previous.messages[0]
+            assert req.messages[len(previous.messages) - 2] is previous.messages[-2]
+        previous = req
+    # every turn after the first reused all but the newest messages
+    assert spans.history_hits >= sum(range(2, 60, 2)) - 2
+
+
+def test_spaced_json_history_is_not_remembered_but_decodes():
+    spans = fresh()
+    for raw in session(4, spaced=True):
+        assert spans.decode(raw) == whole(raw)
+    assert spans.history_hits == 0
+
+
+def test_an_edited_history_is_a_miss():
+    """A rewind or a compaction changes an early message: nothing stale is reused."""
+    spans = fresh()
+    turns = list(session(6))
+    for raw in turns[:5]:
+        spans.decode(raw)
+    edited = orjson.loads(turns[5])
+    edited["messages"][-6]["content"][0]["text"] += " (edited)"
+    raw = orjson.dumps(edited)
+    req = spans.decode(raw)
+    assert req == whole(raw) and req.messages[-6].content[0]["text"].endswith(" (edited)")
+    shorter = {**edited, "messages": edited["messages"][:-4]}
+    raw = orjson.dumps(shorter)
+    assert spans.decode(raw) == whole(raw)
+
+
+def test_a_history_is_taken_only_at_the_top_level_messages():
+    spans = fresh()
+    turns = list(session(3))
+    for raw in turns[:2]:
+        spans.decode(raw)
+    body = orjson.loads(turns[2])
+    # the same messages again, as a value inside metadata, and the real ones different
+    tricky = {"model": body["model"], "metadata": {"messages": body["messages"]}, **body}
+    tricky["messages"] = [{"role": "user", "content": "something else"}]
+    raw = orjson.dumps(tricky)
+    req = spans.decode(raw)
+    assert req == whole(raw) and len(req.messages) == 1
+
+
+@pytest.mark.parametrize("style", ["openai", "deepseek"])
+def test_a_long_sessions_translation_is_that_of_each_whole_body(monkeypatch, style):
+    """Each turn resumes the translation of the remembered start, including the tool calls
+    still awaiting results at its end: the Chat body is the one a fresh translation gives."""
+    spans = fresh()
+    monkeypatch.setattr(chat_request, "request_spans", spans)
+    route = Route("claude-sonnet-4-5", "gpt-x", False, None, UpstreamOptions(reasoning_style=style))
+    calls = []
+    convert_range = chat_request._convert_range
+
+    def counted(messages, start, stop, *rest):
+        calls.append(stop - start)
+        return convert_range(messages, start, stop, *rest)
+
+    monkeypatch.setattr(chat_request, "_convert_range", counted)
+    resumed_with_pending = 0
+    for raw in session(12):
+        req = spans.decode(raw)
+        calls.clear()
+        out = encode_chat_request(build_chat_request(req, route), req)
+        translated = sum(calls)
+        assert orjson.loads(out) == orjson.loads(orjson.dumps(build_chat_request(whole(raw), route)))
+        assert translated <= 4 or translated == len(req.messages)  # a turn translates what is new
+        states = [state for h in spans._histories for state in h.derived.values()]
+        resumed_with_pending += any(state[1] for state in states)
+    assert resumed_with_pending  # (a remembered start that ends on a tool call awaiting its result)

@@ -44,9 +44,44 @@ class _Raw(msgspec.Struct):
 
     tools: msgspec.Raw = msgspec.Raw(b"")
     system: msgspec.Raw = msgspec.Raw(b"")
+    messages: list[msgspec.Raw] = []
 
 
 _raw_decoder = msgspec.json.Decoder(_Raw)
+MESSAGES_KEY = b'"messages":'
+HISTORIES = 4  # conversations whose history is remembered
+
+
+class History:
+    """The stable start of one conversation's ``messages``: ``body[start:start + length]`` is
+    ``[`` and the first ``len(messages)`` messages, each followed by a comma, exactly as sent."""
+
+    __slots__ = ("body", "derived", "length", "messages", "previous", "start")
+
+    def __init__(self, body: bytes, start: int, length: int, messages: list[Any], extends: History | None) -> None:
+        self.body = body
+        self.start = start
+        self.length = length
+        self.messages = messages
+        # translations of the first len(messages) messages (``prefix_derived``), and those of
+        # the history this one extends, to resume from (one level: a chain would grow forever)
+        self.derived: dict[Any, Any] = {}
+        self.previous = (len(extends.messages), extends.derived) if extends is not None else None
+
+    def found_at(self, body: bytes, at: int) -> bool:
+        return body.startswith(memoryview(self.body)[self.start : self.start + self.length], at)
+
+
+def messages_at(body: bytes) -> int:
+    """Where the top-level ``messages`` array opens, when its key comes first or second (Claude
+    Code sends ``model`` then ``messages``); -1 otherwise. (A guess the decode proves.)"""
+    at = body.find(MESSAGES_KEY, 0, 512)
+    if at < 0:
+        return -1
+    at += len(MESSAGES_KEY)
+    while body[at : at + 1] in (b" ", b"\n", b"\t", b"\r"):
+        at += 1
+    return at if body[at : at + 1] == b"[" else -1
 
 
 class Span:
@@ -59,8 +94,12 @@ class Span:
         self.derived: dict[Any, Any] = {}
 
 
+Cut = tuple[int, int, bytes, str, Any]  # start, end, sentinel, key, Span or History
+
+
 class SpanReuse:
-    """Decodes request bodies with ``decode``, reusing remembered ``tools`` / ``system`` spans."""
+    """Decodes request bodies with ``decode``, reusing remembered ``tools`` / ``system`` spans
+    and the stable start of a conversation's ``messages``."""
 
     KEYS = ("tools", "system")  # searched in this order, each before the previous one's start
 
@@ -71,11 +110,14 @@ class SpanReuse:
         self._sentinels = {
             "tools": f'[{{"name":"{token}"}}]'.encode(),
             "system": f'"{token}"'.encode(),
+            "messages": f'[{{"role":"user","content":"{token}"}},'.encode(),
         }
         self._spans: dict[str, list[Span]] = {key: [] for key in self.KEYS}
         self._by_value: dict[int, Span] = {}
+        self._histories: list[History] = []
         self._misses = 0
         self.hits = 0  # spans reused (for tests and the benchmark)
+        self.history_hits = 0  # messages reused
 
     def decode(self, body: bytes) -> Any:
         if len(body) < MIN_BODY:
@@ -87,23 +129,20 @@ class SpanReuse:
             # (a failure here is reported by the whole body's decode, at its own offsets)
             with contextlib.suppress(msgspec.MsgspecError, ValueError, TypeError, RecursionError, UnicodeDecodeError):
                 req = self._decode(spliced)
-            if req is not None and all(self._is_sentinel(key, getattr(req, key)) for key, _, _ in cuts):
-                for key, _, span in cuts:
-                    setattr(req, key, span.value)
-                self.hits += len(cuts)
+            if req is not None and all(self._is_sentinel(key, req) for _, _, _, key, _ in cuts):
+                for _, _, _, key, found in cuts:
+                    if key == "messages":
+                        req.messages = found.messages + req.messages[1:]
+                        self.history_hits += len(found.messages)
+                    else:
+                        setattr(req, key, found.value)
+                        self.hits += 1
             else:
-                req, cuts, spliced = None, [], body
+                req, cuts = None, []
         if req is None:
             spliced = body
             req = self._decode(body)  # (raises for a malformed body, before anything is learnt)
-        cut = {key for key, _, _ in cuts}
-        new = [key for key in self.KEYS if key not in cut and _large(getattr(req, key, None))]
-        if new:
-            self._misses += 1
-            if self._misses <= LEARN_BACKOFF or self._misses % 16 == 0:
-                self._learn(spliced, req, new)
-        elif cuts:
-            self._misses = 0
+        self._learn(body, spliced, req, cuts)
         return req
 
     def derived(self, value: Any, name: Any, make: Callable[[], T]) -> T:
@@ -118,10 +157,32 @@ class SpanReuse:
             made = span.derived[name] = make()
             return made
 
-    # --- finding, learning ---
+    def prefix_derived(
+        self, messages: list[Any], name: Any, advance: Callable[[Any, int, int], Any]
+    ) -> tuple[int, Any]:
+        """For ``messages`` that start with a remembered history: ``(k, state)``, ``state`` being
+        a translation of the first ``k`` messages, made once per history. ``advance(state, a, b)``
+        carries a translation of ``messages[:a]`` (None for a = 0) over ``messages[a:b]``; a
+        history resumes from the one it extends. ``(0, None)`` when no history applies."""
+        for history in self._histories:
+            known = history.messages
+            k = len(known)
+            if len(messages) < k or messages[0] is not known[0] or messages[k - 1] is not known[-1]:
+                continue
+            state = history.derived.get(name)
+            if state is None:
+                start, before = 0, None
+                if history.previous is not None and name in history.previous[1]:
+                    start, before = history.previous[0], history.previous[1][name]
+                state = history.derived[name] = advance(before, start, k)
+                history.previous = None  # (resumed once; let the older history go)
+            return k, state
+        return 0, None
 
-    def _find(self, body: bytes) -> list[tuple[str, int, Span]]:
-        cuts: list[tuple[str, int, Span]] = []
+    # --- finding ---
+
+    def _find(self, body: bytes) -> list[Cut]:
+        cuts: list[Cut] = []
         end = len(body)
         for key in self.KEYS:
             spans = self._spans[key]
@@ -131,48 +192,131 @@ class SpanReuse:
                     continue
                 start = stop + len(span.tail) - len(span.raw)
                 if start > 0 and body.startswith(span.raw, start):
-                    cuts.append((key, start, span))
+                    cuts.append((start, start + len(span.raw), self._sentinels[key], key, span))
                     end = start
                     if i:  # most recently used first
                         spans.insert(0, spans.pop(i))
                     break
+        at = messages_at(body) if self._histories else -1
+        if at >= 0:
+            for i, history in enumerate(self._histories):
+                # (the history ends before any other cut: offsets after it are then the same
+                # in the body and in the spliced body, which learning relies on)
+                if at + history.length < end and history.found_at(body, at):
+                    cuts.append((at, at + history.length, self._sentinels["messages"], "messages", history))
+                    if i:
+                        self._histories.insert(0, self._histories.pop(i))
+                    break
+        cuts.sort(key=lambda cut: cut[0])
         return cuts
 
-    def _splice(self, body: bytes, cuts: list[tuple[str, int, Span]]) -> bytes:
-        parts: list[bytes] = []
-        at = len(body)
-        for key, start, span in cuts:  # (in descending positions)
-            parts.append(body[start + len(span.raw) : at])
-            parts.append(self._sentinels[key])
-            at = start
-        parts.append(body[:at])
-        parts.reverse()
+    def _splice(self, body: bytes, cuts: list[Cut]) -> bytes:
+        parts: list[bytes | memoryview] = []
+        view = memoryview(body)
+        at = 0
+        for start, end, sentinel, _, _ in cuts:  # (in ascending positions)
+            parts.append(view[at:start])
+            parts.append(sentinel)
+            at = end
+        parts.append(view[at:])
         return b"".join(parts)
 
-    def _is_sentinel(self, key: str, value: Any) -> bool:
+    def _is_sentinel(self, key: str, req: Any) -> bool:
+        value = getattr(req, key)
         if key == "system":
-            return value == self.token
+            return value == self.token  # type: ignore[no-any-return]
+        if key == "messages":
+            first = value[0] if value else None
+            return first is not None and first.role == "user" and first.content == self.token
         return isinstance(value, list) and len(value) == 1 and getattr(value[0], "name", None) == self.token
 
-    def _learn(self, body: bytes, req: Any, keys: list[str]) -> None:
-        """Remember ``keys``' spans of ``body`` (the body as decoded: spliced spans are sentinels
-        there, the others the client's own bytes)."""
+    # --- learning ---
+
+    def _learn(self, body: bytes, decoded: bytes, req: Any, cuts: list[Cut]) -> None:
+        """Remember what this body may share with later ones: ``tools`` and ``system`` spans not
+        reused now, and the conversation's stable start (its messages before the first one
+        marked with ``cache_control``, which Claude Code moves every turn)."""
+        cut = {key for _, _, _, key, _ in cuts}
+        new = [key for key in self.KEYS if key not in cut and _large(getattr(req, key, None))]
+        history = next((found for _, _, _, key, found in cuts if key == "messages"), None)
+        known = len(history.messages) if history is not None else 0
+        stable = _stable_messages(req.messages, known)
+        if not new and stable <= known:
+            return
+        if cuts:  # a conversation going on: keep up with it
+            self._misses = 0
+        else:  # nothing in common with what was seen: learn less often once that repeats
+            self._misses += 1
+            if self._misses > LEARN_BACKOFF and self._misses % 16:
+                return
         try:
-            raws = _raw_decoder.decode(body)
+            raws = _raw_decoder.decode(decoded)  # (the spliced body: only what was not reused)
         except (msgspec.MsgspecError, ValueError):
             return
-        for key in keys:
+        for key in new:
             raw = getattr(raws, key)
-            if len(raw) < MIN_SPAN:
-                continue
-            value = getattr(req, key)
-            spans = self._spans[key]
-            span = Span(bytes(raw), value)
-            spans.insert(0, span)
-            self._by_value[id(value)] = span
-            for old in spans[PER_KEY:]:
-                self._by_value.pop(id(old.value), None)
-            del spans[PER_KEY:]
+            if len(raw) >= MIN_SPAN:
+                self._remember_span(key, bytes(raw), getattr(req, key))
+        if stable > known:
+            self._remember_history(body, decoded, req.messages, raws.messages, history, stable)
+
+    def _remember_span(self, key: str, raw: bytes, value: Any) -> None:
+        spans = self._spans[key]
+        span = Span(raw, value)
+        spans.insert(0, span)
+        self._by_value[id(value)] = span
+        for old in spans[PER_KEY:]:
+            self._by_value.pop(id(old.value), None)
+        del spans[PER_KEY:]
+
+    def _remember_history(
+        self,
+        body: bytes,
+        decoded: bytes,
+        messages: list[Any],
+        raws: list[msgspec.Raw],
+        history: History | None,
+        stable: int,
+    ) -> None:
+        """Extend (or start) the history with messages ``known:stable``. Their bytes are found
+        in ``decoded`` one by one, each followed by a comma: compact JSON, as Claude Code sends.
+        Anything else is not remembered (a guess here would be a wrong reuse later)."""
+        at = messages_at(decoded)
+        if at < 0:
+            return
+        if history is None:  # "[" then the messages
+            known, length, first, pos = 0, 1, 0, at + 1
+        else:  # the reused start, then the messages after it (raws[0] is the sentinel)
+            known, length, first, pos = len(history.messages), history.length, 1, at + len(self._sentinels["messages"])
+        fresh = raws[first : first + stable - known]
+        if len(fresh) != stable - known:
+            return
+        fresh_at, in_body = pos, at + length
+        for raw in fresh:
+            size = len(raw)
+            if not decoded.startswith(raw, pos) or decoded[pos + size : pos + size + 1] != b",":
+                return
+            pos += size + 1
+            length += size + 1
+        # The body holds the same bytes right after the reused start (nothing else was cut
+        # before them): the history keeps the body and offsets, not a copy.
+        if not body.startswith(memoryview(decoded)[fresh_at:pos], in_body):
+            return
+        remembered = History(body, at, length, messages[:stable], history)
+        if history is not None:
+            self._histories.remove(history)
+        self._histories.insert(0, remembered)
+        del self._histories[HISTORIES:]
+
+
+def _stable_messages(messages: list[Any], known: int) -> int:
+    """How many messages lead the conversation before the first that carries a
+    ``cache_control`` marker (all of them if none does); the first ``known`` have none."""
+    for i in range(known, len(messages)):
+        content = messages[i].content
+        if isinstance(content, list) and any(isinstance(b, dict) and "cache_control" in b for b in content):
+            return i
+    return len(messages)
 
 
 def _large(value: Any) -> bool:

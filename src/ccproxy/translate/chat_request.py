@@ -19,7 +19,7 @@ from .._native import cache_key
 from ..errors import invalid_request
 from ..jsontext import json_text
 from ..routing import Route
-from ..schemas.anthropic import Block, MessagesRequest, Tool, request_spans
+from ..schemas.anthropic import Block, Message, MessagesRequest, Tool, request_spans
 from ..websearch import decode_encrypted_content
 
 log = logging.getLogger("ccproxy.translate")
@@ -155,18 +155,43 @@ def request_system(req: MessagesRequest) -> str:
 
 def convert_messages(req: MessagesRequest, replay_reasoning: bool = False) -> list[ChatMessage]:
     """``replay_reasoning``: assistant thinking goes back as ``reasoning_content`` (DeepSeek-style
-    upstreams require it on turns that called tools and ignore it elsewhere)."""
+    upstreams require it on turns that called tools and ignore it elsewhere).
+
+    A conversation's remembered start (schemas/spans.py) is translated once: its messages,
+    and the tool calls still awaiting results after them, are kept and resumed from."""
     out: list[ChatMessage] = []
     system = request_system(req)
     if system:
         out.append({"role": "system", "content": system})
-    pending: list[str] = []  # tool_call ids of the last assistant turn still awaiting results
-    for i, msg in enumerate(req.messages):
+    messages = req.messages
+
+    def advance(state: Any, start: int, stop: int) -> tuple[tuple[ChatMessage, ...], tuple[str, ...]]:
+        done, waiting = (list(state[0]), list(state[1])) if state is not None else ([], [])
+        waiting = _convert_range(messages, start, stop, done, waiting, replay_reasoning)
+        return tuple(done), tuple(waiting)
+
+    known, state = request_spans.prefix_derived(messages, ("chat", replay_reasoning), advance)
+    pending: list[str] = []
+    if state is not None:
+        out += state[0]
+        pending = list(state[1])
+    pending = _convert_range(messages, known, len(messages), out, pending, replay_reasoning)
+    _close_pending(out, pending)
+    return out
+
+
+def _convert_range(
+    messages: list[Message], start: int, stop: int, out: list[ChatMessage], pending: list[str], replay: bool
+) -> list[str]:
+    """Messages ``start:stop`` appended to ``out``; returns the tool_call ids of the last
+    assistant turn still awaiting results."""
+    for i in range(start, stop):
+        msg = messages[i]
         path = f"messages.{i}"
         content = msg.content
         if msg.role == "assistant":
             _close_pending(out, pending)
-            message, pending = _assistant_message(content, path, replay_reasoning)
+            message, pending = _assistant_message(content, path, replay)
             out.append(message)
         elif msg.role == "user":
             _user_messages(out, content, pending, path)
@@ -176,8 +201,7 @@ def convert_messages(req: MessagesRequest, replay_reasoning: bool = False) -> li
             pending = []
             text = content if isinstance(content, str) else system_text(content, f"{path}.content")
             out.append({"role": "system", "content": text})
-    _close_pending(out, pending)
-    return out
+    return pending
 
 
 def _close_pending(out: list[ChatMessage], pending: list[str]) -> None:
