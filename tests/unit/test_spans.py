@@ -269,3 +269,14 @@ def test_a_long_sessions_translation_is_that_of_each_whole_body(monkeypatch, sty
         states = [state for h in spans._histories for state in h.derived.values()]
         resumed_with_pending += any(state[1] for state in states)
     assert resumed_with_pending  # (a remembered start that ends on a tool call awaiting its result)
+
+
+def test_huge_bodies_are_not_kept_as_history(monkeypatch):
+    from ccproxy.schemas import spans as module
+
+    monkeypatch.setattr(module, "MAX_HISTORY_BODY", 64 * 1024)
+    spans = fresh()
+    for raw in session(8):
+        assert spans.decode(raw) == whole(raw)
+    assert not spans._histories and spans.history_hits == 0  # (every turn is over 64 KB)
+    assert spans.hits  # the tools and system spans are still reused

@@ -50,6 +50,7 @@ class _Raw(msgspec.Struct):
 _raw_decoder = msgspec.json.Decoder(_Raw)
 MESSAGES_KEY = b'"messages":'
 HISTORIES = 4  # conversations whose history is remembered
+MAX_HISTORY_BODY = 4 << 20  # a history keeps its body: bigger ones (screenshots) are not kept
 
 
 class History:
@@ -241,7 +242,7 @@ class SpanReuse:
         history = next((found for _, _, _, key, found in cuts if key == "messages"), None)
         known = len(history.messages) if history is not None else 0
         stable = _stable_messages(req.messages, known)
-        if not new and stable <= known:
+        if not new and (stable <= known or len(body) > MAX_HISTORY_BODY):
             return
         if cuts:  # a conversation going on: keep up with it
             self._misses = 0
@@ -257,7 +258,7 @@ class SpanReuse:
             raw = getattr(raws, key)
             if len(raw) >= MIN_SPAN:
                 self._remember_span(key, bytes(raw), getattr(req, key))
-        if stable > known:
+        if stable > known and len(body) <= MAX_HISTORY_BODY:
             self._remember_history(body, decoded, req.messages, raws.messages, history, stable)
 
     def _remember_span(self, key: str, raw: bytes, value: Any) -> None:
