@@ -7,6 +7,7 @@ Shapes that cannot be translated raise ``invalid_request`` (400) naming the JSON
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -72,11 +73,17 @@ def build_chat_request(req: MessagesRequest, route: Route) -> dict[str, Any]:
     user = (req.metadata or {}).get("user_id")
     if isinstance(user, str) and user:
         # Never the raw id (it embeds device and account ids): a stable hash for abuse tracking.
-        body["user"] = hashlib.sha256(user.encode()).hexdigest()[:32]
+        body["user"] = user_hash(user)
     if req.stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return body
+
+
+@functools.lru_cache(maxsize=256)
+def user_hash(user: str) -> str:
+    """A stable stand-in for a user id (the same one comes with every turn: hashed once)."""
+    return hashlib.sha256(user.encode()).hexdigest()[:32]
 
 
 # --- reasoning and prompt caching --------------------------------------------------------------
