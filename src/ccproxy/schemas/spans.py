@@ -17,8 +17,13 @@ The substitution changes nothing a client could see: a span that is a complete J
 swapped for another complete value at a value position, so the spliced body decodes exactly when
 the original would, and to the same request.
 
-Shared values are read-only by convention: nothing on the request path mutates a decoded
-request's ``tools`` or ``system`` (they are shared between concurrent requests).
+A conversation's history is reused the same way (``History``). Every turn resends it, and it
+is byte-identical up to the message that carried the last ``cache_control`` marker (Claude Code
+moves it to the newest message). That stable start of ``messages`` is cut out and replaced by
+one sentinel message. Its translation (``prefix_derived``) is kept and resumed from.
+
+Shared values are read-only by convention. Nothing on the request path mutates a decoded
+request's ``tools``, ``system`` or messages: they are shared between concurrent requests.
 """
 
 from __future__ import annotations
