@@ -11,8 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import TypeVar
 
 from .errors import ProxyError
+
+T = TypeVar("T")
 
 DEFAULT_UPSTREAM = "default"  # the upstream the environment settings describe
 
@@ -235,12 +238,11 @@ class Router:
         known window of the model family."""
         if rule is not None and rule.context_window:
             return rule.context_window
-        full = upstream_model.lower()
-        bare = full.rsplit("/", 1)[-1]
+        bare = upstream_model.lower().rsplit("/", 1)[-1]
         if config is not None:
-            for glob, window in config.context_windows:
-                if fnmatchcase(full, glob.lower()) or fnmatchcase(bare, glob.lower()):
-                    return window
+            match = _first_glob(config.context_windows, upstream_model)
+            if match is not None:
+                return match[1]
             if config.context_window:
                 return config.context_window
         elif self.context_window:
@@ -253,12 +255,11 @@ class Router:
         upstream's, MAX_TOKENS_LIMIT, then the known limit of the model family."""
         if rule is not None and rule.max_output_tokens:
             return rule.max_output_tokens
-        full = upstream_model.lower()
-        bare = full.rsplit("/", 1)[-1]
+        bare = upstream_model.lower().rsplit("/", 1)[-1]
         if config is not None:
-            for glob, limit in config.model_limits:
-                if fnmatchcase(full, glob.lower()) or fnmatchcase(bare, glob.lower()):
-                    return limit
+            match = _first_glob(config.model_limits, upstream_model)
+            if match is not None:
+                return match[1]
             if config.max_output_tokens:
                 return config.max_output_tokens
         return self._limit or _known(OUTPUT_LIMITS, bare)
@@ -357,6 +358,18 @@ class Router:
                 }
             )
         return out
+
+
+def _first_glob(pairs: tuple[tuple[str, T], ...], upstream_model: str) -> tuple[str, T] | None:
+    """The first (glob, value) whose glob matches the upstream model id, with or without its
+    "provider/" part (case-insensitive); None when none does."""
+    full = upstream_model.lower()
+    bare = full.rsplit("/", 1)[-1]
+    for pair in pairs:
+        glob = pair[0].lower()
+        if fnmatchcase(full, glob) or fnmatchcase(bare, glob):
+            return pair
+    return None
 
 
 def _known(table: dict[str, int], bare_model: str) -> int | None:
