@@ -192,6 +192,15 @@ def session(turns: int, spaced: bool = False):
         yield dumps(body)
 
 
+def all_but_the_last(turns) -> tuple[SpanReuse, bytes]:
+    """A decoder that has seen every turn of a session but the last, and that last turn."""
+    spans = fresh()
+    *seen, last = turns
+    for raw in seen:
+        spans.decode(raw)
+    return spans, last
+
+
 def test_a_long_session_decodes_only_its_new_messages():
     spans = fresh()
     previous = None
@@ -215,11 +224,8 @@ def test_spaced_json_history_is_not_remembered_but_decodes():
 
 def test_an_edited_history_is_a_miss():
     """A rewind or a compaction changes an early message: nothing stale is reused."""
-    spans = fresh()
-    turns = list(session(6))
-    for raw in turns[:5]:
-        spans.decode(raw)
-    edited = orjson.loads(turns[5])
+    spans, last = all_but_the_last(session(6))
+    edited = orjson.loads(last)
     edited["messages"][-6]["content"][0]["text"] += " (edited)"
     raw = orjson.dumps(edited)
     req = spans.decode(raw)
@@ -230,11 +236,8 @@ def test_an_edited_history_is_a_miss():
 
 
 def test_a_history_is_taken_only_at_the_top_level_messages():
-    spans = fresh()
-    turns = list(session(3))
-    for raw in turns[:2]:
-        spans.decode(raw)
-    body = orjson.loads(turns[2])
+    spans, last = all_but_the_last(session(3))
+    body = orjson.loads(last)
     # the same messages again, as a value inside metadata, and the real ones different
     tricky = {"model": body["model"], "metadata": {"messages": body["messages"]}, **body}
     tricky["messages"] = [{"role": "user", "content": "something else"}]
