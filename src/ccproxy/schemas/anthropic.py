@@ -41,8 +41,15 @@ class Tool(msgspec.Struct, kw_only=True):
 
 
 def web_search_tool(tools: list[Tool] | None) -> Tool | None:
-    """Anthropic's web_search server tool (``web_search_20250305`` and later), when offered."""
-    return next((t for t in tools or () if (t.type or "").startswith("web_search")), None)
+    """Anthropic's web_search server tool (``web_search_20250305`` and later), when offered.
+    Asked twice per request; a remembered tools span (Claude Code's 24 tools) is scanned once."""
+    if not tools:
+        return None
+    return request_spans.derived(tools, "web_search", lambda: _find_web_search(tools))
+
+
+def _find_web_search(tools: list[Tool]) -> Tool | None:
+    return next((t for t in tools if (t.type or "").startswith("web_search")), None)
 
 
 class MessagesRequest(msgspec.Struct, kw_only=True):
