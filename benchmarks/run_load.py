@@ -5,11 +5,12 @@
     python benchmarks/run_load.py --quick         # short smoke run
     python benchmarks/run_load.py --backends      # Redis / PostgreSQL vs the embedded state
     python benchmarks/run_load.py --baseline DIR  # this code vs another checkout's, same run
+    python benchmarks/run_load.py --servers       # the proxy app on Granian ASGI / RSGI and uvicorn
 
 Layout: the proxy (and the floor) pinned to core 0 with one worker; the mock upstream, wrk and
 this script on core 1. Every figure is compared with references measured in the same run:
-``direct`` (wrk → mock) and ``floor`` (wrk → benchmarks/floor.py → mock). Medians of --reps
-repetitions. Needs ``wrk`` (Debian package ``wrk``).
+``direct`` (wrk → mock) and the floors (wrk → benchmarks/floor.py → mock, on Granian RSGI and
+ASGI and on uvicorn). Medians of --reps repetitions. Needs ``wrk`` (Debian package ``wrk``).
 """
 
 from __future__ import annotations
@@ -144,8 +145,18 @@ def start_mock(chunks: int) -> Service:
     return start("mock", cmd, port, LOAD_CORE, path="/v1/chat/completions")
 
 
+def uvicorn_cmd(port: int, target: str) -> list[str]:
+    cmd = [sys.executable, "-m", "uvicorn", "--workers", "1", "--loop", "uvloop", "--http", "httptools"]
+    return [*cmd, "--port", str(port), "--no-access-log", "--log-level", "warning", target]
+
+
 def start_floor(mock: Service, interface: str = "rsgi") -> Service:
+    """The floor on Granian (``rsgi``, ``asgi``) or on uvicorn (``uvicorn``: the same ASGI hop on
+    the server a Python pass-through would most often run on; the independent check's floor)."""
     port = free_port()
+    if interface == "uvicorn":
+        cmd = uvicorn_cmd(port, "benchmarks.floor:asgi_app")
+        return start("floor_uvicorn", cmd, port, PROXY_CORE, {"FLOOR_UPSTREAM": mock.url}, path="/v1/messages")
     target = "benchmarks.floor:app" if interface == "rsgi" else "benchmarks.floor:asgi_app"
     cmd = [
         sys.executable,
@@ -166,21 +177,24 @@ def start_floor(mock: Service, interface: str = "rsgi") -> Service:
     return start(name, cmd, port, PROXY_CORE, {"FLOOR_UPSTREAM": mock.url}, path="/v1/messages")
 
 
-def start_proxy(mock: Service, client: str | None = None, extra_env: dict | None = None) -> Service:
-    port = free_port()
-    data = tempfile.mkdtemp(prefix="bench-ccproxy-")
-    env = {
+def proxy_env(mock: Service, port: int, client: str | None = None, extra_env: dict | None = None) -> dict:
+    return {
         "OPENAI_API_KEY": "sk-bench",
         "OPENAI_BASE_URL": mock.url.rsplit("/chat/completions", 1)[0],
         "BIG_MODEL_NAME": "bench-model",
         "SMALL_MODEL_NAME": "bench-model-small",
         "PORT": str(port),
         "WEB_CONCURRENCY": "1",
-        "CCPROXY_DATA_DIR": data,
+        "CCPROXY_DATA_DIR": tempfile.mkdtemp(prefix="bench-ccproxy-"),
         "LOG_LEVEL": "WARNING",
         **({"CCPROXY_HTTP_CLIENT": client} if client else {}),
         **(extra_env or {}),
     }
+
+
+def start_proxy(mock: Service, client: str | None = None, extra_env: dict | None = None) -> Service:
+    port = free_port()
+    env = proxy_env(mock, port, client, extra_env)
     service = start(
         f"proxy-{client or 'default'}", [sys.executable, "-m", "ccproxy"], port, PROXY_CORE, env, path="/v1/messages"
     )
@@ -364,8 +378,10 @@ def full_run(args: argparse.Namespace) -> dict:
     mock = start_mock(args.chunks)
     floor = start_floor(mock)
     floor_asgi = start_floor(mock, "asgi")
+    floor_uvicorn = start_floor(mock, "uvicorn")
     proxy = start_proxy(mock, args.client, {"CCPROXY_INTERFACE": args.interface} if args.interface else None)
-    services = [mock, floor, floor_asgi, proxy]
+    services = [mock, floor, floor_asgi, floor_uvicorn, proxy]
+    floors = ("floor", "floor_asgi", "floor_uvicorn")
     report: dict = {
         "config": {
             "reps": args.reps,
@@ -376,7 +392,13 @@ def full_run(args: argparse.Namespace) -> dict:
         }
     }
     try:
-        targets = {"direct": mock, "floor": floor, "floor_asgi": floor_asgi, "proxy": proxy}
+        targets = {
+            "direct": mock,
+            "floor": floor,
+            "floor_asgi": floor_asgi,
+            "floor_uvicorn": floor_uvicorn,
+            "proxy": proxy,
+        }
         for name in ("small", "large", "small-stream"):
             measure(targets, b[name], 8, 1.0, 1)  # warm-up
         for size in ("small", "large"):
@@ -389,17 +411,17 @@ def full_run(args: argparse.Namespace) -> dict:
                     "added_p50_ms": lat[name]["p50_ms"] - direct["p50_ms"],
                     "added_p99_ms": lat[name]["p99_ms"] - direct["p99_ms"],
                 }
-                for name in ("floor", "floor_asgi", "proxy")
+                for name in (*floors, "proxy")
             } | {"direct": direct}
             report[f"throughput_{size}"] = {name: thr[name] for name in targets} | {
-                "ratio_proxy_floor": thr["proxy"]["rps"] / thr["floor"]["rps"],
-                "ratio_proxy_floor_asgi": thr["proxy"]["rps"] / thr["floor_asgi"]["rps"],
+                f"ratio_proxy_{name}": thr["proxy"]["rps"] / thr[name]["rps"] for name in floors
             }
         # streaming: time to the first content delta at c=1, and events/s at c=32
         marks = {
             "direct": b'"content":"tok',
             "floor": b'"content":"tok',
             "floor_asgi": b'"content":"tok',
+            "floor_uvicorn": b'"content":"tok',
             "proxy": b"text_delta",
         }
         tt = {name: [] for name in targets}
@@ -417,18 +439,18 @@ def full_run(args: argparse.Namespace) -> dict:
         # mock's stream (--chunks), at c=32: what Claude Code really sends, all day
         turn = measure(targets, b["large-stream"], 32, args.throughput_seconds, args.reps)
         report["turn_throughput"] = {name: turn[name] for name in targets} | {
-            "ratio_proxy_floor": turn["proxy"]["rps"] / turn["floor"]["rps"],
-            "ratio_proxy_floor_asgi": turn["proxy"]["rps"] / turn["floor_asgi"]["rps"],
+            f"ratio_proxy_{name}": turn["proxy"]["rps"] / turn[name]["rps"] for name in floors
         }
         # a slow reader first, from a settled heap, then peak RSS under c=256 per workload
         report["slow_reader"] = {
             name: slow_reader(s, b["slow"], args.slow_seconds, 64 * 1024)
-            for name, s in (("floor", floor), ("floor_asgi", floor_asgi), ("proxy", proxy))
+            for name, s in targets.items()
+            if name != "direct"
         }
         report["memory"] = {}
         for workload in ("small", "small-stream", "large"):
             peaks = {}
-            for name in ("floor", "floor_asgi", "proxy"):
+            for name in (*floors, "proxy"):
                 service = targets[name]
                 service.reset_peak()
                 wrk(service.url, b[workload], 256, args.throughput_seconds)
@@ -480,6 +502,41 @@ def ab_run(args: argparse.Namespace, variants: dict[str, dict[str, str]]) -> dic
             report["ab"][workload] = {**res, "ratio": ratios[others[0]], "ratios": ratios}
     finally:
         for s in (mock, *proxies.values()):
+            s.stop()
+    return report
+
+
+def start_proxy_uvicorn(mock: Service, extra_env: dict) -> Service:
+    """The proxy's ASGI app served by uvicorn (a diagnostic for ``--servers``, not a way to run it:
+    no writer process, so only with the request log off)."""
+    port = free_port()
+    cmd = uvicorn_cmd(port, "ccproxy.app:create_app_from_env")
+    cmd.insert(-1, "--factory")
+    return start("proxy-uvicorn", cmd, port, PROXY_CORE, proxy_env(mock, port, None, extra_env), path="/v1/messages")
+
+
+def servers_run(args: argparse.Namespace) -> dict:
+    """What the server costs: the same proxy app (request log off) on Granian's ASGI and RSGI
+    interfaces and on uvicorn, against the uvicorn floor, same run."""
+    off = {"CCPROXY_DB_PATH": "off", "LOG_FILE_PATH": "off"}
+    b = bodies()
+    mock = start_mock(args.chunks)
+    services = {
+        "granian_asgi": start_proxy(mock, None, off),
+        "granian_rsgi": start_proxy(mock, None, {**off, "CCPROXY_INTERFACE": "rsgi"}),
+        "uvicorn": start_proxy_uvicorn(mock, off),
+        "floor_uvicorn": start_floor(mock, "uvicorn"),
+    }
+    *others, reference = services
+    report: dict = {"config": {"reps": args.reps, "variants": {name: {} for name in services}}, "ab": {}}
+    try:
+        measure(services, b["small"], 8, 1.0, 1)
+        for workload in ("small", "large", "small-stream", "large-stream"):
+            res = measure(services, b[workload], 32, args.throughput_seconds, args.reps)
+            ratios = {name: res[name]["rps"] / res[reference]["rps"] for name in others}
+            report["ab"][workload] = {**res, "ratio": ratios[others[0]], "ratios": ratios}
+    finally:
+        for s in (mock, *services.values()):
             s.stop()
     return report
 
@@ -556,16 +613,17 @@ def print_full(report: dict) -> None:
                 ">= 0.6x",
             )
         )
-        a_add = lat["floor_asgi"]["added_p50_ms"]
-        rows.append(
-            (
-                f"  vs ASGI floor, {size}",
-                "",
-                f"added {a_add:.3f} ms, {thr['floor_asgi']['rps']:.0f} req/s",
-                f"{p_add / a_add:.2f}x / {thr['ratio_proxy_floor_asgi']:.2f}x",
-                "",
+        for name, label in (("floor_asgi", "ASGI"), ("floor_uvicorn", "uvicorn")):
+            a_add = lat[name]["added_p50_ms"]
+            rows.append(
+                (
+                    f"  vs {label} floor, {size}",
+                    "",
+                    f"added {a_add:.3f} ms, {thr[name]['rps']:.0f} req/s",
+                    f"{p_add / a_add:.2f}x / {thr[f'ratio_proxy_{name}']:.2f}x",
+                    "",
+                )
             )
-        )
     st, sthr = report["stream_ttfb"], report["stream_throughput"]
     rows.append(
         (
@@ -585,6 +643,15 @@ def print_full(report: dict) -> None:
             ">= 100k",
         )
     )
+    rows.append(
+        (
+            "  vs uvicorn floor",
+            "",
+            f"{sthr['floor_uvicorn']['events_per_s']:.0f}",
+            f"{sthr['proxy']['events_per_s'] / sthr['floor_uvicorn']['events_per_s']:.2f}x",
+            "",
+        )
+    )
     turn = report["turn_throughput"]
     rows.append(
         (
@@ -595,6 +662,15 @@ def print_full(report: dict) -> None:
             ">= 1.0x",
         )
     )
+    rows.append(
+        (
+            "  vs uvicorn floor",
+            "",
+            f"{turn['floor_uvicorn']['rps']:.0f}",
+            f"{turn['ratio_proxy_floor_uvicorn']:.2f}x",
+            "",
+        )
+    )
     mem, slow = report["memory"], report["slow_reader"]
     for workload in ("small", "small-stream", "large"):
         peaks = mem[f"c256_{workload}_peak_rss_mb"]
@@ -602,7 +678,8 @@ def print_full(report: dict) -> None:
             (
                 f"peak RSS, c=256, {workload}",
                 f"{peaks['proxy']:.1f} MB",
-                f"floor {peaks['floor']:.1f} / asgi {peaks['floor_asgi']:.1f} MB",
+                f"floor {peaks['floor']:.1f} / asgi {peaks['floor_asgi']:.1f}"
+                f" / uvicorn {peaks['floor_uvicorn']:.1f} MB",
                 "",
                 "<= 150 MB",
             )
@@ -611,7 +688,8 @@ def print_full(report: dict) -> None:
         (
             "RSS growth, slow reader",
             f"{slow['proxy']['growth_mb']:.1f} MB",
-            f"floor {slow['floor']['growth_mb']:.1f} / asgi {slow['floor_asgi']['growth_mb']:.1f} MB",
+            f"floor {slow['floor']['growth_mb']:.1f} / asgi {slow['floor_asgi']['growth_mb']:.1f}"
+            f" / uvicorn {slow['floor_uvicorn']['growth_mb']:.1f} MB",
             f"read {slow['proxy']['read_bytes'] / 1e6:.1f} MB",
             "flat",
         )
@@ -656,6 +734,9 @@ def main() -> int:
         help="compare this code with another version: a directory holding the ccproxy package, e.g. from"
         " `pip install --no-deps --target DIR <checkout of the previous commit>` (native modules built)",
     )
+    parser.add_argument(
+        "--servers", action="store_true", help="the proxy app on Granian ASGI / RSGI and uvicorn vs the uvicorn floor"
+    )
     parser.add_argument("--quick", action="store_true", help="one short repetition of everything")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load-latest.json")
     args = parser.parse_args()
@@ -669,6 +750,8 @@ def main() -> int:
     started = time.time()
     if args.backends:
         report = backends_run(args)
+    elif args.servers:
+        report = servers_run(args)
     elif args.baseline:
         baseline = {"PYTHONPATH": str(args.baseline.resolve())}  # (imported ahead of the installed package)
         report = ab_run(args, {"this": {}, "baseline": baseline})
@@ -679,7 +762,7 @@ def main() -> int:
     report["seconds"] = round(time.time() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    ab = args.native or args.logging or args.backends or args.baseline
+    ab = args.native or args.logging or args.backends or args.baseline or args.servers
     (print_ab if ab else print_clients if args.clients else print_full)(report)
     print(f"\n{report['seconds']} s; results in {args.out}")
     return 0

@@ -67,12 +67,16 @@ def test_mock_answers_json_and_n_chunk_streams(bench_mock):
     assert len(big) == 50 + 4 and len(big[10]) > 1000
 
 
-@pytest.mark.parametrize("interface", ["rsgi", "asgi"])
+@pytest.mark.parametrize("interface", ["rsgi", "asgi", "uvicorn"])
 def test_floor_relays_bytes_unchanged(bench_mock, interface):
     port = free_port()
-    target = "benchmarks.floor:app" if interface == "rsgi" else "benchmarks.floor:asgi_app"
+    if interface == "uvicorn":
+        cmd = run_load.uvicorn_cmd(port, "benchmarks.floor:asgi_app")
+    else:
+        target = "benchmarks.floor:app" if interface == "rsgi" else "benchmarks.floor:asgi_app"
+        cmd = [sys.executable, "-m", "granian", "--interface", interface, "--port", str(port), "--no-ws", target]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "granian", "--interface", interface, "--port", str(port), "--no-ws", target],
+        cmd,
         cwd=ROOT,
         env={**os.environ, "FLOOR_UPSTREAM": bench_mock},
         stdout=subprocess.PIPE,
