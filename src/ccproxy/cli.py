@@ -103,6 +103,7 @@ def serve(settings: Settings) -> int:
         port=settings.port,
         interface=Interfaces.RSGI if settings.interface == "rsgi" else Interfaces.ASGI,
         workers=settings.workers,
+        runtime_threads=settings.runtime_threads,
         log_level=settings.log_level.lower(),  # type: ignore[arg-type]
     )
     server.drain_timeout = settings.drain_timeout

@@ -49,6 +49,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HOST", "127.0.0.1", "address to listen on (beyond loopback: needs client keys and a dashboard password)"),
     Setting("PORT", "11434", "port to listen on"),
     Setting("WEB_CONCURRENCY", "1", "number of worker processes"),
+    Setting(
+        "CCPROXY_RUNTIME_THREADS",
+        "2",
+        "Granian I/O threads per worker (2: one can serve sockets while the other waits for Python)",
+    ),
     Setting("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
     Setting("CCPROXY_DATA_DIR", "~/.local/share/ccproxy", "directory for every file ccproxy writes"),
     Setting(
@@ -251,6 +256,7 @@ class Settings:
     max_request_bytes: int = 32 * 1024 * 1024
     http_client: str = DEFAULT_CLIENT
     interface: str = "asgi"
+    runtime_threads: int = 2
     reasoning_effort: str | None = None
     reasoning_style: str = "openai"
     prompt_cache_key: bool = False
@@ -363,6 +369,7 @@ class Settings:
             host=host,
             port=_number(get, "PORT", "11434", int, 0, 65535),
             workers=_number(get, "WEB_CONCURRENCY", "1", int, 1, 256),
+            runtime_threads=_number(get, "CCPROXY_RUNTIME_THREADS", "2", int, 1, 64),
             log_level=log_level,
             data_dir=data_dir,
             # One request log by default: the SQLite store; JSON lines when asked for, or when

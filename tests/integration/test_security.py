@@ -5,6 +5,7 @@ checks that it fails, and that what a real client does still works. docs/securit
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import os
@@ -483,6 +484,22 @@ def test_workers_and_the_writer_exit_when_the_main_process_is_killed(mock_upstre
     assert alive == [], f"still running after the main process died: {alive}"
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", proxy.port), timeout=1):
         pass  # nobody serves the port any more
+
+
+def test_the_worker_runs_the_configured_io_threads(mock_upstream, tmp_path):
+    """CCPROXY_RUNTIME_THREADS reaches Granian: the worker runs that many runtime threads."""
+    proxy = start_proxy(mock_upstream.base, tmp_path, CCPROXY_RUNTIME_THREADS="3")
+    try:
+        counts = []
+        for pid in descendants(proxy.proc.pid):
+            names = []
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    names.append((task / "comm").read_text().strip())
+            counts.append(names.count("tokio-rt-worker"))
+        assert 3 in counts, counts  # the worker (the writer and the main process run none)
+    finally:
+        stop_proxy(proxy)
 
 
 def _zombie(pid: int) -> bool:

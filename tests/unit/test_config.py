@@ -15,6 +15,7 @@ def test_defaults():
     assert (s.host, s.port, s.workers, s.log_level) == ("127.0.0.1", 11434, 1, "INFO")
     assert s.db_path == Path("/tmp/ccp/ccproxy.db") and s.error_log_file == Path("/tmp/ccp/error.jsonl")
     assert s.log_file is None  # the SQLite store is the request log; JSON lines when asked for
+    assert s.runtime_threads == 2  # Granian I/O threads per worker (docs/benchmarks.md)
     without_store = Settings.from_env({**BASE, "CCPROXY_DATA_DIR": "/tmp/ccp", "CCPROXY_DB_PATH": "off"})
     assert without_store.db_path is None and without_store.log_file == Path("/tmp/ccp/log.jsonl")
 
@@ -122,3 +123,13 @@ def test_web_search_settings_and_their_secrets():
     ):
         with pytest.raises(ConfigError, match=message):
             Settings.from_env({**base, **bad})
+
+
+@pytest.mark.parametrize(("raw", "ok"), [("1", True), ("4", True), ("0", False), ("two", False)])
+def test_runtime_threads_are_checked(raw, ok):
+    env = {**BASE, "CCPROXY_RUNTIME_THREADS": raw}
+    if ok:
+        assert Settings.from_env(env).runtime_threads == int(raw)
+    else:
+        with pytest.raises(ConfigError, match="CCPROXY_RUNTIME_THREADS"):
+            Settings.from_env(env)
