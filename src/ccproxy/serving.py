@@ -295,6 +295,13 @@ async def serve_asgi(handle: Handle, new_id: Callable[[], str], scope: dict, rec
     request_id = new_id()
 
     async def read(limit: int) -> bytes:
+        # With a content-length, stop at its last byte: Granian sends every body chunk with
+        # more_body=True and then an empty closing message, and each receive() is a hand-over
+        # from its I/O thread (one of ~3 per request). A later receive() still works (disconnect).
+        declared = header("content-length")
+        expected = int(declared) if declared is not None and declared.isdigit() else -1
+        if expected > limit:
+            raise ProxyError(413, f"request body is larger than {limit} bytes", "request_too_large")
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -307,7 +314,7 @@ async def serve_asgi(handle: Handle, new_id: Callable[[], str], scope: dict, rec
                 if size > limit:
                     raise ProxyError(413, f"request body is larger than {limit} bytes", "request_too_large")
                 chunks.append(chunk)
-            if not message.get("more_body", False):
+            if size == expected or not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     query = scope.get("query_string", b"").decode("latin-1")

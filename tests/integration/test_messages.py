@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
+import time
 
 import anthropic
 import httpx
@@ -11,7 +13,7 @@ import orjson
 import pytest
 
 from tests.support.chat_answers import completion, text_stream
-from tests.support.proxies import CLIENT_KEY, UPSTREAM_KEY, raw_stream
+from tests.support.proxies import CLIENT_KEY, UPSTREAM_KEY, ask, raw_stream
 from tests.support.sse import assemble, parse_sse
 
 pytestmark = pytest.mark.integration
@@ -407,6 +409,57 @@ def test_request_too_large(mock_upstream, tmp_path):
             )
     finally:
         stop_proxy(small)
+
+
+def test_one_connection_carries_split_chunked_and_whole_bodies(proxy, mock_upstream):
+    """The body is read up to its content-length (no wait for Granian's closing message): a
+    keep-alive connection goes on serving, whether a body came in pieces, chunked or whole."""
+    key = mock_upstream.script(*({"json": completion(f"answer {i}")} for i in range(3)))
+
+    def request(body: bytes, chunked: bool = False) -> list[bytes]:
+        head = (
+            f"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1:{proxy.port}\r\n"
+            f"content-type: application/json\r\nx-api-key: {CLIENT_KEY}\r\n"
+        )
+        if chunked:
+            half = len(body) // 2
+            parts = [body[:half], body[half:]]
+            framed = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+            return [head.encode() + b"transfer-encoding: chunked\r\n\r\n" + framed]
+        whole = head.encode() + b"content-length: %d\r\n\r\n" % len(body) + body
+        return [whole[: len(whole) - 1000], whole[len(whole) - 1000 :]]  # two writes, a pause between
+
+    def receive(sock: socket.socket) -> bytes:
+        data = sock.recv(65536)
+        assert data, "the proxy closed the connection"
+        return data
+
+    def answer(sock: socket.socket) -> dict:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += receive(sock)
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = int(
+            next(
+                v
+                for k, _, v in (line.partition(b": ") for line in head.split(b"\r\n"))
+                if k.lower() == b"content-length"
+            )
+        )
+        while len(rest) < length:
+            rest += receive(sock)
+        assert head.startswith(b"HTTP/1.1 200") and b"connection: close" not in head.lower(), head
+        return json.loads(rest[:length])
+
+    big = json.dumps(ask(key, "x" * 200_000)).encode()  # several of the server's read buffers
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as sock:
+        for i, writes in enumerate((request(big), request(big, chunked=True), request(json.dumps(ask(key)).encode()))):
+            for piece in writes:
+                sock.sendall(piece)
+                time.sleep(0.05)
+            assert answer(sock)["content"][0]["text"] == f"answer {i}"
+    sent = mock_upstream.requests(key)
+    assert len(sent) == 3 and len(sent[0]["body"]["messages"][0]["content"]) > 200_000
 
 
 def test_unreachable_and_slow_upstreams(tmp_path, mock_upstream):
