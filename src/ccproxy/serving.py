@@ -251,6 +251,21 @@ async def relay(
 Handle = Callable[[Request], Awaitable["Response | StreamResponse"]]
 
 
+# --- reading a body (both interfaces) ---------------------------------------------------------
+
+
+def too_large(limit: int) -> ProxyError:
+    return ProxyError(413, f"request body is larger than {limit} bytes", "request_too_large")
+
+
+def declared_length(value: str | None, limit: int) -> int:
+    """The body's declared content-length, -1 when none is; 413 when it is over ``limit``."""
+    length = int(value) if value is not None and value.isdigit() else -1
+    if length > limit:
+        raise too_large(limit)
+    return length
+
+
 # --- RSGI (Granian) ----------------------------------------------------------------------------
 
 
@@ -259,16 +274,13 @@ async def serve_rsgi(handle: Handle, new_id: Callable[[], str], scope: Any, prot
     request_id = new_id()
 
     async def read(limit: int) -> bytes:
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit():
-            if int(declared) > limit:
-                raise ProxyError(413, f"request body is larger than {limit} bytes", "request_too_large")
+        if declared_length(headers.get("content-length"), limit) >= 0:
             return await proto()
         chunks, size = [], 0
         async for chunk in proto:
             size += len(chunk)
             if size > limit:
-                raise ProxyError(413, f"request body is larger than {limit} bytes", "request_too_large")
+                raise too_large(limit)
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -298,10 +310,7 @@ async def serve_asgi(handle: Handle, new_id: Callable[[], str], scope: dict, rec
         # With a content-length, stop at its last byte: Granian sends every body chunk with
         # more_body=True and then an empty closing message, and each receive() is a hand-over
         # from its I/O thread (one of ~3 per request). A later receive() still works (disconnect).
-        declared = header("content-length")
-        expected = int(declared) if declared is not None and declared.isdigit() else -1
-        if expected > limit:
-            raise ProxyError(413, f"request body is larger than {limit} bytes", "request_too_large")
+        expected = declared_length(header("content-length"), limit)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -312,7 +321,7 @@ async def serve_asgi(handle: Handle, new_id: Callable[[], str], scope: dict, rec
             if chunk:
                 size += len(chunk)
                 if size > limit:
-                    raise ProxyError(413, f"request body is larger than {limit} bytes", "request_too_large")
+                    raise too_large(limit)
                 chunks.append(chunk)
             if size == expected or not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
