@@ -486,24 +486,29 @@ def client_run(args: argparse.Namespace) -> dict:
     return report
 
 
-def ab_run(args: argparse.Namespace, variants: dict[str, dict[str, str]]) -> dict:
-    """End-to-end throughput of proxy configurations, same run; ratios are against the last one
-    (the reference), ``ratio`` is the first one's."""
+def compare(args: argparse.Namespace, mock: Service, services: dict[str, Service], variants: dict) -> dict:
+    """End-to-end throughput of ``services`` at c=32, same run; ratios are against the last one
+    (the reference), ``ratio`` is the first one's. Stops the services and the mock."""
     b = bodies()
-    mock = start_mock(args.chunks)
-    proxies = {name: start_proxy(mock, args.client, env) for name, env in variants.items()}
-    *others, reference = variants
+    *others, reference = services
     report: dict = {"config": {"reps": args.reps, "variants": variants}, "ab": {}}
     try:
-        measure(proxies, b["small"], 8, 1.0, 1)
+        measure(services, b["small"], 8, 1.0, 1)
         for workload in ("small", "large", "small-stream", "large-stream"):
-            res = measure(proxies, b[workload], 32, args.throughput_seconds, args.reps)
+            res = measure(services, b[workload], 32, args.throughput_seconds, args.reps)
             ratios = {name: res[name]["rps"] / res[reference]["rps"] for name in others}
             report["ab"][workload] = {**res, "ratio": ratios[others[0]], "ratios": ratios}
     finally:
-        for s in (mock, *proxies.values()):
+        for s in (mock, *services.values()):
             s.stop()
     return report
+
+
+def ab_run(args: argparse.Namespace, variants: dict[str, dict[str, str]]) -> dict:
+    """Proxy configurations (environments) compared with ``compare``."""
+    mock = start_mock(args.chunks)
+    proxies = {name: start_proxy(mock, args.client, env) for name, env in variants.items()}
+    return compare(args, mock, proxies, variants)
 
 
 def start_proxy_uvicorn(mock: Service, extra_env: dict) -> Service:
@@ -519,7 +524,6 @@ def servers_run(args: argparse.Namespace) -> dict:
     """What the server costs: the same proxy app (request log off) on Granian's ASGI and RSGI
     interfaces and on uvicorn, against the uvicorn floor, same run."""
     off = {"CCPROXY_DB_PATH": "off", "LOG_FILE_PATH": "off"}
-    b = bodies()
     mock = start_mock(args.chunks)
     services = {
         "granian_asgi": start_proxy(mock, None, off),
@@ -527,18 +531,7 @@ def servers_run(args: argparse.Namespace) -> dict:
         "uvicorn": start_proxy_uvicorn(mock, off),
         "floor_uvicorn": start_floor(mock, "uvicorn"),
     }
-    *others, reference = services
-    report: dict = {"config": {"reps": args.reps, "variants": {name: {} for name in services}}, "ab": {}}
-    try:
-        measure(services, b["small"], 8, 1.0, 1)
-        for workload in ("small", "large", "small-stream", "large-stream"):
-            res = measure(services, b[workload], 32, args.throughput_seconds, args.reps)
-            ratios = {name: res[name]["rps"] / res[reference]["rps"] for name in others}
-            report["ab"][workload] = {**res, "ratio": ratios[others[0]], "ratios": ratios}
-    finally:
-        for s in (mock, *services.values()):
-            s.stop()
-    return report
+    return compare(args, mock, services, {name: {} for name in services})
 
 
 def backends_run(args: argparse.Namespace) -> dict:
