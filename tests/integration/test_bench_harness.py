@@ -123,3 +123,32 @@ def test_wrk_duration_parsing():
     assert run_load._seconds("850.00us") == pytest.approx(0.00085)
     assert run_load._seconds("1.25ms") == pytest.approx(0.00125)
     assert run_load._seconds("2.00s") == 2.0
+
+
+def test_ab_report_prints_throughput_and_added_latency(capsys):
+    def run(rps: float) -> dict:
+        return {"p50_ms": 1.0, "p99_ms": 2.0, "rps": rps, "non_2xx": 0}
+
+    report = {
+        "config": {"reps": 1, "variants": {"app": {}, "floor": {}}},
+        "ab": {"large": {"app": run(800.0), "floor": run(1000.0), "ratio": 0.8, "ratios": {"app": 0.8}}},
+        "added": {"large": {"direct_p50_ms": 0.2, "added_p50_ms": {"app": 0.6, "floor": 0.4}, "ratios": {"app": 1.5}}},
+    }
+    run_load.print_ab(report)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["large", "800", "1000", "0.80x"]
+    assert lines[3].split() == ["large", "600", "400", "1.50x"]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="the load benchmark's layout needs two cores")
+def test_spinners_run_at_idle_priority_on_both_cores_and_stop():
+    with run_load.spinning(True) as procs:
+        assert len(procs) == 2
+        deadline = time.monotonic() + 10
+        while any(os.sched_getscheduler(p.pid) != os.SCHED_IDLE for p in procs):
+            assert time.monotonic() < deadline, "the busy loops never lowered their priority"
+            time.sleep(0.05)
+        assert sorted(os.sched_getaffinity(p.pid) for p in procs) == [{0}, {1}]
+    assert all(p.poll() is not None for p in procs)
+    with run_load.spinning(False) as none:
+        assert none == []
