@@ -173,31 +173,24 @@ def uvicorn_cmd(port: int, target: str) -> list[str]:
     return [*cmd, "--port", str(port), "--no-access-log", "--log-level", "warning", target]
 
 
+FLOOR_NAMES = {"rsgi": "floor", "asgi": "floor_asgi", "uvicorn": "floor_uvicorn"}
+
+
+def floor_cmd(port: int, interface: str) -> list[str]:
+    """benchmarks/floor.py on Granian (``rsgi``, ``asgi``) or on uvicorn (``uvicorn``)."""
+    if interface == "uvicorn":
+        return uvicorn_cmd(port, "benchmarks.floor:asgi_app")
+    target = "benchmarks.floor:app" if interface == "rsgi" else "benchmarks.floor:asgi_app"
+    cmd = [sys.executable, "-m", "granian", "--interface", interface, "--workers", "1", "--loop", "uvloop"]
+    return [*cmd, "--port", str(port), "--no-ws", target]
+
+
 def start_floor(mock: Service, interface: str = "rsgi") -> Service:
     """The floor on Granian (``rsgi``, ``asgi``) or on uvicorn (``uvicorn``: the same ASGI hop on
     the server a Python pass-through would most often run on; the independent check's floor)."""
     port = free_port()
-    if interface == "uvicorn":
-        cmd = uvicorn_cmd(port, "benchmarks.floor:asgi_app")
-        return start("floor_uvicorn", cmd, port, PROXY_CORE, {"FLOOR_UPSTREAM": mock.url}, path="/v1/messages")
-    target = "benchmarks.floor:app" if interface == "rsgi" else "benchmarks.floor:asgi_app"
-    cmd = [
-        sys.executable,
-        "-m",
-        "granian",
-        "--interface",
-        interface,
-        "--workers",
-        "1",
-        "--loop",
-        "uvloop",
-        "--port",
-        str(port),
-        "--no-ws",
-        target,
-    ]
-    name = "floor" if interface == "rsgi" else "floor_asgi"
-    return start(name, cmd, port, PROXY_CORE, {"FLOOR_UPSTREAM": mock.url}, path="/v1/messages")
+    cmd = floor_cmd(port, interface)
+    return start(FLOOR_NAMES[interface], cmd, port, PROXY_CORE, {"FLOOR_UPSTREAM": mock.url}, path="/v1/messages")
 
 
 def proxy_env(mock: Service, port: int, client: str | None = None, extra_env: dict | None = None) -> dict:

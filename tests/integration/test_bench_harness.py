@@ -70,13 +70,8 @@ def test_mock_answers_json_and_n_chunk_streams(bench_mock):
 @pytest.mark.parametrize("interface", ["rsgi", "asgi", "uvicorn"])
 def test_floor_relays_bytes_unchanged(bench_mock, interface):
     port = free_port()
-    if interface == "uvicorn":
-        cmd = run_load.uvicorn_cmd(port, "benchmarks.floor:asgi_app")
-    else:
-        target = "benchmarks.floor:app" if interface == "rsgi" else "benchmarks.floor:asgi_app"
-        cmd = [sys.executable, "-m", "granian", "--interface", interface, "--port", str(port), "--no-ws", target]
     proc = subprocess.Popen(
-        cmd,
+        run_load.floor_cmd(port, interface),  # the command the benchmark runs
         cwd=ROOT,
         env={**os.environ, "FLOOR_UPSTREAM": bench_mock},
         stdout=subprocess.PIPE,
